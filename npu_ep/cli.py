@@ -1,0 +1,51 @@
+"""`npu-ep` command line: each subcommand lives in its feature's module.
+
+A command module defines ``add_arguments(parser)`` and ``run(args) -> int`` and keeps heavy
+imports (torch, onnxruntime) inside functions, so `npu-ep --help` stays instant.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+
+from npu_ep.errors import NpuEpError
+
+COMMANDS: dict[str, tuple[str, str]] = {
+    "transcribe": ("npu_ep.whisper.command", "transcribe audio files to text or subtitles"),
+    "export": ("npu_ep.export.command", "export a Whisper checkpoint to ONNX models"),
+    "partition": ("npu_ep.partition.command", "place a model's MatMuls on the NPU or CPU and rewrite it"),
+    "quantize": ("npu_ep.quantize", "make INT8 variants of an exported model, with an accuracy report"),
+    "bench": ("npu_ep.bench", "compare speed, accuracy and memory of the engines on the same files"),
+    "info": ("npu_ep.info", "show versions, exported models and NPU devices"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="npu-ep", description="Whisper on ONNX Runtime with an XDNA NPU provider.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, (module_name, help_text) in COMMANDS.items():
+        module = importlib.import_module(module_name)
+        command = sub.add_parser(name, help=help_text, description=help_text)
+        module.add_arguments(command)
+        command.set_defaults(_run=module.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args._run(args) or 0)
+    except NpuEpError as error:
+        if os.environ.get("NPU_EP_DEBUG"):
+            raise
+        print(f"npu-ep: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("npu-ep: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
