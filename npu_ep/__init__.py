@@ -1,2 +1,18 @@
 """npu_ep: Whisper on ONNX Runtime, with large MatMuls offloaded to the AMD XDNA NPU."""
 __version__ = "0.1.0"
+
+from npu_ep.whisper.pipeline import Pipeline, transcribe  # noqa: E402  (numpy only; sessions open on use)
+
+
+def session_options(device: str = "auto"):
+    """onnxruntime.SessionOptions with the NPU provider's custom ops registered (see npu_ep.provider)."""
+    from npu_ep.provider import session_options as _session_options
+
+    return _session_options(device)
+
+
+def partition(model_path_or_proto, device: str = "xdna1"):
+    """The onnx.ModelProto with the MatMuls worth the NPU rewritten into provider ops (npu_ep.partition)."""
+    from npu_ep.partition.planner import partition as _partition
+
+    return _partition(model_path_or_proto, device)

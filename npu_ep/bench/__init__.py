@@ -1,0 +1,125 @@
+"""`npu-ep bench`: speed, accuracy and memory of every engine on the same files, in one run.
+
+    npu-ep bench --suite default
+    npu-ep bench clip.wav other.flac --refs refs.json --models tiny.en,base --beam-size 1,5
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import platform
+import sys
+from pathlib import Path
+from typing import Any
+
+from npu_ep.errors import NpuEpError
+
+DEFAULT_ENGINES = "ours-fp32,ours-int8,ours-emulator,faster-whisper-int8,faster-whisper-fp32,optimum-ort"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("files", nargs="*", type=Path, metavar="FILE", help="audio files to transcribe")
+    parser.add_argument("--suite", help="a built-in set of clips with references instead of FILEs: default")
+    parser.add_argument("--models", default="tiny.en", help="comma-separated model names or folders (default: tiny.en)")
+    parser.add_argument("--engines", default=DEFAULT_ENGINES, help=f"comma-separated engines (default: {DEFAULT_ENGINES})")
+    parser.add_argument("--beam-size", default="1", help="comma-separated beam sizes, 1 = greedy (default: 1)")
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="CPU threads for every engine (default: all cores)")
+    parser.add_argument("--repeat", type=int, default=3, help="timed rounds after one warm-up; the median is shown (default: 3)")
+    parser.add_argument("--refs", type=Path, help="JSON file mapping audio file name -> reference transcript (for WER)")
+    parser.add_argument("--out", type=Path, default=Path("bench-out"), help="folder for bench.json, bench.png and logs (default: bench-out)")
+
+
+def _csv(value: str, option: str) -> list[str]:
+    items = [item.strip() for item in value.split(",") if item.strip()]
+    if not items:
+        raise NpuEpError(f"{option} {value!r}: empty list (give comma-separated values)")
+    return list(dict.fromkeys(items))
+
+
+def _inputs(args: argparse.Namespace) -> tuple[list[Path], dict[str, str]]:
+    from npu_ep.bench.suite import build_suite, load_references
+
+    if args.suite and args.files:
+        raise NpuEpError("give either audio FILEs or --suite, not both")
+    if args.suite:
+        files, references = build_suite(args.suite)
+    elif args.files:
+        files, references = args.files, {}
+    else:
+        raise NpuEpError("nothing to bench (give audio FILEs, or --suite default)")
+    for path in files:
+        if not path.is_file():
+            raise NpuEpError(f"{path}: no such audio file")
+    if len({path.name for path in files}) != len(files):
+        raise NpuEpError("two FILEs share a file name (results and references are keyed by name: rename one)")
+    if args.refs:
+        given = load_references(args.refs)
+        # A reference may be keyed by the file's name or by the path as given on the command line.
+        references.update({path.name: given[key] for path in files for key in (str(path), path.name) if key in given})
+    return list(files), references
+
+
+def _npu_section(model_dirs: dict[str, Path]) -> tuple[str, Any]:
+    """The provider's NPU report (emulated dispatch overhead, projected XDNA times), when it exists."""
+    try:
+        benchmark = importlib.import_module("npu_ep.provider.benchmark")
+    except ModuleNotFoundError:
+        return "", None
+    if not hasattr(benchmark, "npu_report"):
+        return "", None
+    result = benchmark.npu_report(list(model_dirs.values()))
+    return result["markdown"], result.get("data")
+
+
+def run(args: argparse.Namespace) -> int:
+    from npu_ep.bench.engines import ENGINES
+    from npu_ep.bench import report as reports
+    from npu_ep.bench.runner import measure, summarize
+
+    engines = _csv(args.engines, "--engines")
+    unknown = [engine for engine in engines if engine not in ENGINES]
+    if unknown:
+        raise NpuEpError(f"--engines: unknown engine {', '.join(unknown)} (known: {', '.join(ENGINES)})")
+    try:
+        beam_sizes = [int(beam) for beam in _csv(args.beam_size, "--beam-size")]
+    except ValueError:
+        raise NpuEpError(f"--beam-size {args.beam_size!r}: not a comma-separated list of whole numbers") from None
+    if min(beam_sizes) < 1:
+        raise NpuEpError(f"--beam-size {args.beam_size}: beam sizes must be 1 or more")
+    if args.repeat < 1 or args.threads < 1:
+        raise NpuEpError("--repeat and --threads must be 1 or more")
+    files, references = _inputs(args)
+    try:
+        args.out.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise NpuEpError(f"{args.out}: cannot create the output folder ({error.strerror})") from None
+
+    from npu_ep.export import resolve_model
+
+    models = {Path(name).name if Path(name).is_dir() else name: resolve_model(name) for name in _csv(args.models, "--models")}
+    runs, machine = measure(files, models, engines, beam_sizes, args.threads, args.repeat, args.out / "logs")
+    durations = machine.pop("durations")
+    results = [summarize(one, durations, references) for one in runs]
+    npu_markdown, npu_data = _npu_section(models)
+    report = {
+        "settings": {
+            "models": {name: str(path) for name, path in models.items()}, "engines": engines,
+            "beam_sizes": beam_sizes, "threads": args.threads, "repeat": args.repeat,
+            "suite": args.suite, "references": bool(references),
+        },
+        "machine": {**machine, "platform": platform.platform(), "python": platform.python_version()},
+        "files": [{"file": path.name, "path": str(path), "audio_seconds": durations[path.name],
+                   "reference": references.get(path.name)} for path in files],
+        "target_ratios": reports.add_ratios(results),
+        "results": results,
+        "npu": npu_data,
+        "npu_markdown": npu_markdown,
+    }
+    text = reports.markdown(report)
+    reports.write_json(report, args.out / "bench.json")
+    reports.write_png(report, args.out / "bench.png")
+    (args.out / "bench.md").write_text(text)
+    sys.stdout.write(text)
+    print(f"wrote {args.out / 'bench.json'}, {args.out / 'bench.png'} and {args.out / 'bench.md'}", file=sys.stderr)
+    return 0

@@ -1,0 +1,206 @@
+"""One adapter per engine, behind one interface, so the runner treats them all alike.
+
+An engine is looked up in the parent process (`locate`: which folder it would load, or why it
+cannot run, without importing anything heavy) and loaded in its own worker process (`load`,
+then `transcribe` per file), so each engine's memory and imports stay its own.
+"""
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from npu_ep.whisper.audio import SAMPLE_RATE
+# Whisper's reference decoding settings, used by every engine that exposes them.
+TEMPERATURES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
+LOGPROB_THRESHOLD = -1.0
+NO_SPEECH_THRESHOLD = 0.6
+COMPRESSION_RATIO_THRESHOLD = 2.4
+
+
+class EngineUnavailable(Exception):
+    """The engine cannot run here; the message is the note printed in place of its row."""
+
+
+class Engine:
+    """Common interface: `locate` (parent side, cheap), then `load` and `transcribe` (worker side)."""
+
+    name = ""
+    description = ""
+
+    def locate(self, model: str, fp32_dir: Path) -> Path:
+        """The folder this engine loads for `model` (whose exported fp32 folder is `fp32_dir`)."""
+        raise NotImplementedError
+
+    def load(self, source: Path, threads: int) -> None:
+        raise NotImplementedError
+
+    def transcribe(self, audio: np.ndarray, beam_size: int) -> tuple[str, dict[str, float]]:
+        """(text, stage seconds) for 16 kHz mono float32 `audio`; stages may be empty."""
+        raise NotImplementedError
+
+
+def _require_module(module: str, install: str) -> None:
+    try:
+        found = importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:
+        found = False
+    if not found:
+        raise EngineUnavailable(f"{module} is not installed (install it with: {install})")
+
+
+class OursEngine(Engine):
+    """npu_ep's own pipeline on a model folder and a device."""
+
+    def __init__(self, name: str, device: str, quantization: str | None, description: str) -> None:
+        self.name, self.device, self.quantization, self.description = name, device, quantization, description
+        self.pipeline: Any = None
+
+    def locate(self, model: str, fp32_dir: Path) -> Path:
+        import npu_ep
+
+        if not hasattr(npu_ep, "Pipeline"):
+            raise EngineUnavailable("npu_ep.Pipeline is not available in this checkout")
+        if not self.quantization:
+            return fp32_dir
+        from npu_ep.export.onnx_export import read_manifest
+        from npu_ep.paths import models_dir
+        from npu_ep.quantize.folder import default_output
+
+        manifest = read_manifest(fp32_dir)
+        if manifest is None:
+            raise EngineUnavailable(f"{fp32_dir}: no valid manifest.json (re-export it with: npu-ep export --force)")
+        # Where `npu-ep quantize` writes its output by default.
+        variant = default_output(manifest, self.quantization)
+        if not (variant / "manifest.json").is_file():
+            named = fp32_dir == models_dir() / model
+            raise EngineUnavailable(
+                f"{variant} does not exist (make it with: npu-ep quantize --model {model if named else fp32_dir} "
+                f"--mode {self.quantization})"
+            )
+        return variant
+
+    def load(self, source: Path, threads: int) -> None:
+        import npu_ep
+
+        self.pipeline = npu_ep.Pipeline(source, device=self.device, threads=threads)
+
+    def transcribe(self, audio: np.ndarray, beam_size: int) -> tuple[str, dict[str, float]]:
+        result = self.pipeline.transcribe(audio, beam_size=beam_size)
+        timing = result.info.timing
+        stages = {stage: float(getattr(timing, stage)) for stage in ("features", "encoder", "decoder")}
+        return result.text, stages
+
+
+class FasterWhisperEngine(Engine):
+    """faster-whisper (CTranslate2) on the same CTranslate2 weights our export converts."""
+
+    def __init__(self, compute_type: str) -> None:
+        self.compute_type = compute_type
+        self.name = f"faster-whisper-{'fp32' if compute_type == 'float32' else compute_type}"
+        self.description = f"faster-whisper, CTranslate2 compute_type={compute_type}"
+        self.model: Any = None
+
+    def locate(self, model: str, fp32_dir: Path) -> Path:
+        _require_module("faster_whisper", 'pip install -e ".[bench]"')
+        return ct2_weights_dir(model)
+
+    def load(self, source: Path, threads: int) -> None:
+        from faster_whisper import WhisperModel
+
+        self.model = WhisperModel(
+            str(source), device="cpu", compute_type=self.compute_type, cpu_threads=threads, num_workers=1
+        )
+
+    def transcribe(self, audio: np.ndarray, beam_size: int) -> tuple[str, dict[str, float]]:
+        segments, _ = self.model.transcribe(
+            audio,
+            beam_size=beam_size,
+            vad_filter=False,
+            condition_on_previous_text=True,
+            temperature=list(TEMPERATURES),
+            compression_ratio_threshold=COMPRESSION_RATIO_THRESHOLD,
+            log_prob_threshold=LOGPROB_THRESHOLD,
+            no_speech_threshold=NO_SPEECH_THRESHOLD,
+        )
+        # Segments are a lazy generator: the decoding happens while joining them.
+        return "".join(segment.text for segment in segments).strip(), {}
+
+
+class OptimumEngine(Engine):
+    """optimum's ORTModelForSpeechSeq2Seq with transformers' WhisperProcessor, on our exported fp32 folder."""
+
+    name = "optimum-ort"
+    description = "optimum ORTModelForSpeechSeq2Seq + transformers generate, on our fp32 ONNX export"
+
+    def __init__(self) -> None:
+        self.model: Any = None
+        self.processor: Any = None
+
+    def locate(self, model: str, fp32_dir: Path) -> Path:
+        _require_module("optimum.onnxruntime", 'pip install -e ".[export]"')
+        return fp32_dir
+
+    def load(self, source: Path, threads: int) -> None:
+        import onnxruntime as ort
+        import torch
+        from optimum.onnxruntime import ORTModelForSpeechSeq2Seq
+        from transformers import WhisperProcessor
+
+        torch.set_num_threads(threads)
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        self.model = ORTModelForSpeechSeq2Seq.from_pretrained(
+            source, session_options=options, provider="CPUExecutionProvider", use_cache=True
+        )
+        self.processor = WhisperProcessor.from_pretrained(source)
+
+    def transcribe(self, audio: np.ndarray, beam_size: int) -> tuple[str, dict[str, float]]:
+        n_samples = self.processor.feature_extractor.n_samples
+        if len(audio) > n_samples:
+            # transformers' sequential long-form decoding wants the unpadded features and their mask.
+            inputs = self.processor(
+                audio, sampling_rate=SAMPLE_RATE, return_tensors="pt",
+                truncation=False, padding="longest", return_attention_mask=True,
+            )
+        else:
+            inputs = self.processor(audio, sampling_rate=SAMPLE_RATE, return_tensors="pt", return_attention_mask=True)
+        ids = self.model.generate(
+            inputs.input_features,
+            attention_mask=inputs.attention_mask,
+            num_beams=beam_size,
+            return_timestamps=True,
+            condition_on_prev_tokens=True,
+            temperature=TEMPERATURES,
+            logprob_threshold=LOGPROB_THRESHOLD,
+            no_speech_threshold=NO_SPEECH_THRESHOLD,
+            # transformers measures compression on token ids; 1.35 is its documented equivalent of 2.4.
+            compression_ratio_threshold=1.35,
+        )
+        return self.processor.batch_decode(ids, skip_special_tokens=True)[0].strip(), {}
+
+
+def ct2_weights_dir(model: str) -> Path:
+    """The CTranslate2 folder (model.bin, tokenizer.json) holding `model`'s original weights."""
+    from npu_ep.errors import NpuEpError
+    from npu_ep.export.weights import ct2_model_dir
+
+    try:
+        return ct2_model_dir(model)
+    except NpuEpError as error:
+        raise EngineUnavailable(f"no CTranslate2 weights for {model}: {error}") from None
+
+
+ENGINES: dict[str, Engine] = {
+    engine.name: engine
+    for engine in (
+        OursEngine("ours-fp32", "cpu", None, "npu_ep pipeline, fp32 model, CPU"),
+        OursEngine("ours-int8", "cpu", "dynamic", "npu_ep pipeline, dynamic INT8 model, CPU"),
+        OursEngine("ours-emulator", "emulator", None, "npu_ep pipeline, fp32 model, MatMuls on the emulated NPU device"),
+        FasterWhisperEngine("int8"),
+        FasterWhisperEngine("float32"),
+        OptimumEngine(),
+    )
+}

@@ -1,0 +1,128 @@
+"""Bench output: a markdown table, bench.json and bench.png, from the runner's summaries."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+BASELINE = "faster-whisper-int8"
+# Issue 3's speed target: our fp32 pipeline against faster-whisper's float32 on the same files.
+TARGET_PAIR = ("ours-fp32", "faster-whisper-fp32")
+
+
+def _key(summary: dict[str, Any]) -> tuple[str, int]:
+    return summary["model"], summary["beam_size"]
+
+
+def _speed(results: list[dict[str, Any]], engine: str, key: tuple[str, int]) -> float | None:
+    for summary in results:
+        if summary["engine"] == engine and _key(summary) == key and summary["status"] == "ok":
+            return summary["x_realtime"]
+    return None
+
+
+def add_ratios(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Give each measured summary `vs_baseline`, and return the same-run target ratios per model and beam."""
+    targets = []
+    for summary in results:
+        if summary["status"] == "ok":
+            baseline = _speed(results, BASELINE, _key(summary))
+            summary["vs_baseline"] = summary["x_realtime"] / baseline if baseline else None
+    for key in dict.fromkeys(_key(summary) for summary in results):
+        ours, theirs = (_speed(results, engine, key) for engine in TARGET_PAIR)
+        if ours and theirs:
+            targets.append({"model": key[0], "beam_size": key[1], "ratio": ours / theirs,
+                            "ours_x_realtime": ours, "theirs_x_realtime": theirs})
+    return targets
+
+
+def _fmt(value: float | None, spec: str, suffix: str = "") -> str:
+    return "—" if value is None else f"{value:{spec}}{suffix}"
+
+
+def markdown(report: dict[str, Any]) -> str:
+    """The human-readable report: table, target ratio, skipped engines, run conditions, NPU section."""
+    settings, machine = report["settings"], report["machine"]
+    lines = [
+        "| model | engine | beam | × realtime | vs faster-whisper-int8 | WER % | peak RSS MB | load s "
+        "| features / encoder / decoder s |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    notes = []
+    for summary in report["results"]:
+        if summary["status"] != "ok":
+            if summary["beam_size"] == settings["beam_sizes"][0]:
+                notes.append(f"- {summary['engine']} on {summary['model']}: {summary['status']}: {summary['note']}")
+            continue
+        stages = summary["stages"]
+        split = " / ".join(f"{stages[s]:.2f}" for s in ("features", "encoder", "decoder")) if stages else "—"
+        lines.append(
+            f"| {summary['model']} | {summary['engine']} | {summary['beam_size']} "
+            f"| {_fmt(summary['x_realtime'], '.1f', '×')} | {_fmt(summary.get('vs_baseline'), '.2f', '×')} "
+            f"| {_fmt(summary['wer'], '.1f')} | {_fmt(summary['peak_rss_mb'], '.0f')} "
+            f"| {_fmt(summary['load_seconds'], '.2f')} | {split} |"
+        )
+    if report["target_ratios"]:
+        lines.append("")
+    for target in report["target_ratios"]:
+        lines.append(
+            f"Same-run ratio {TARGET_PAIR[0]} / {TARGET_PAIR[1]} ({target['model']}, beam {target['beam_size']}): "
+            f"**{target['ratio']:.2f}×** ({target['ours_x_realtime']:.1f}× vs {target['theirs_x_realtime']:.1f}× "
+            "realtime; issue 3's target is ≥ 1.00×)"
+        )
+    if any(s["engine"] == "ours-emulator" and s["status"] == "ok" for s in report["results"]):
+        lines += ["", "ours-emulator is run on the emulated device (numpy stands in for the NPU): its speed is the "
+                  "host-side cost of offloading, not an NPU speed."]
+    if notes:
+        lines += ["", "Not measured:", *notes]
+    share = machine.get("other_processes_cpu_share")
+    lines += [
+        "",
+        f"{len(report['files'])} files, {sum(f['audio_seconds'] for f in report['files']):.1f} s of audio; "
+        f"{settings['threads']} threads, {settings['repeat']} timed rounds after one warm-up, median shown; "
+        f"each engine in its own process, requests interleaved. Load average "
+        f"{machine['load_average_before'][0]:.2f} before, {machine['load_average_after'][0]:.2f} after"
+        + (f"; other processes used {100 * share:.0f}% of the {machine['cpus']} CPUs during the run" if share is not None else "")
+        + ".",
+    ]
+    if share is not None and share > 0.1:
+        lines.append("**The machine was busy during this run: the figures are noisier and slower than on an idle machine.**")
+    if report.get("npu_markdown"):
+        lines += ["", "## NPU", "", report["npu_markdown"].strip()]
+    return "\n".join(lines) + "\n"
+
+
+def write_json(report: dict[str, Any], path: Path) -> None:
+    path.write_text(json.dumps({k: v for k, v in report.items() if k != "npu_markdown"}, indent=1, default=str))
+
+
+def write_png(report: dict[str, Any], path: Path) -> None:
+    """Horizontal bars of × realtime per engine, grouped by model and beam, annotated with WER."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    measured = [s for s in report["results"] if s["status"] == "ok" and s["x_realtime"]]
+    labels, speeds, annotations, colors = [], [], [], []
+    palette = plt.get_cmap("tab10")
+    engines = list(dict.fromkeys(s["engine"] for s in report["results"]))
+    for summary in measured:
+        labels.append(f"{summary['model']} b{summary['beam_size']} · {summary['engine']}")
+        speeds.append(summary["x_realtime"])
+        wer = f" · WER {summary['wer']:.1f}%" if summary["wer"] is not None else ""
+        annotations.append(f"{summary['x_realtime']:.1f}×{wer}")
+        colors.append(palette(engines.index(summary["engine"]) % 10))
+    figure, axes = plt.subplots(figsize=(9, 1.2 + 0.45 * max(len(labels), 1)))
+    positions = range(len(labels))
+    axes.barh(list(positions), speeds, color=colors)
+    axes.set_yticks(list(positions), labels)
+    axes.invert_yaxis()
+    for position, speed, text in zip(positions, speeds, annotations):
+        axes.text(speed, position, " " + text, va="center", fontsize=8)
+    axes.set_xlim(0, max(speeds, default=1.0) * 1.35)
+    axes.set_xlabel("× realtime (audio seconds / wall seconds, median; higher is faster)")
+    axes.set_title(f"npu-ep bench: {report['settings']['threads']} threads, {len(report['files'])} files")
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)

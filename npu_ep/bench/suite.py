@@ -1,0 +1,114 @@
+"""Built-in bench suites: clips made offline from the speech shipped in `samples/`, with references.
+
+The default suite holds every shipped clip as it is, a long-form concatenation (> 60 s), one clip
+with white noise at a fixed seed, and near-silence with an empty reference. It is written once
+into the cache folder and rebuilt only when the shipped clips change.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+
+from npu_ep.errors import NpuEpError
+from npu_ep.paths import cache_dir
+
+from npu_ep.whisper.audio import SAMPLE_RATE
+SUITES = ("default",)
+# Bump when the recipe below changes, so cached suites are rebuilt.
+RECIPE_VERSION = 1
+LONG_MIN_SECONDS = 60.0
+GAP_SECONDS = 1.0
+NOISE_SNR_DB = 10.0
+SILENCE_SECONDS = 10.0
+SEED = 1234
+
+# The shipped clips live in the source checkout beside the package (`samples/`).
+SAMPLES_DIR = Path(__file__).resolve().parents[2] / "samples"
+
+
+def load_references(path: Path) -> dict[str, str]:
+    """A references file: JSON object mapping an audio file name (or path) to its transcript."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise NpuEpError(f"{path}: no such references file (pass a JSON file mapping file name -> text)") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise NpuEpError(f"{path}: not a readable JSON references file ({error})") from None
+    if not isinstance(data, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in data.items()):
+        raise NpuEpError(f"{path}: references must be a JSON object of file name -> transcript text")
+    return data
+
+
+def build_suite(name: str, samples_dir: Path = SAMPLES_DIR, root: Path | None = None) -> tuple[list[Path], dict[str, str]]:
+    """The suite's audio files and references (file name -> text), built on first use."""
+    if name not in SUITES:
+        raise NpuEpError(f"--suite {name}: unknown suite (known: {', '.join(SUITES)})")
+    references_path = samples_dir / "references.json"
+    if not references_path.is_file():
+        raise NpuEpError(f"{references_path}: missing (the default suite is built from the clips in {samples_dir})")
+    shipped = load_references(references_path)
+    clips = sorted(samples_dir / file for file in shipped)
+    for clip in clips:
+        if not clip.is_file():
+            raise NpuEpError(f"{clip}: listed in {references_path} but missing (restore it from the repository)")
+
+    folder = (root or cache_dir() / "bench") / name
+    stamp = _stamp([references_path, *clips])
+    stamp_path = folder / "suite.json"
+    if stamp_path.is_file():
+        built = json.loads(stamp_path.read_text())
+        if built.get("stamp") == stamp:
+            return [folder / file for file in built["references"]], built["references"]
+
+    folder.mkdir(parents=True, exist_ok=True)
+    references = _write_default(folder, clips, [shipped[clip.name] for clip in clips])
+    stamp_path.write_text(json.dumps({"stamp": stamp, "references": references}, indent=1))
+    return [folder / file for file in references], references
+
+
+def _stamp(paths: list[Path]) -> str:
+    digest = hashlib.sha256(str(RECIPE_VERSION).encode())
+    for path in paths:
+        digest.update(path.name.encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def _write_default(folder: Path, clips: list[Path], texts: list[str]) -> dict[str, str]:
+    import soundfile as sf
+
+    from npu_ep.whisper.audio import load_audio
+
+    audios = [load_audio(clip) for clip in clips]
+    rng = np.random.default_rng(SEED)
+    references: dict[str, str] = {}
+
+    def write(file: str, audio: np.ndarray, text: str) -> None:
+        sf.write(folder / file, audio.astype(np.float32), SAMPLE_RATE, subtype="FLOAT")
+        references[file] = text
+
+    for clip, audio, text in zip(clips, audios, texts):
+        write(f"clip-{clip.stem}.wav", audio, text)
+
+    gap = np.zeros(int(GAP_SECONDS * SAMPLE_RATE), np.float32)
+    pieces, words, seconds = [], [], 0.0
+    while seconds <= LONG_MIN_SECONDS:
+        for audio, text in zip(audios, texts):
+            pieces += [audio, gap]
+            words.append(text)
+            seconds += (len(audio) + len(gap)) / SAMPLE_RATE
+    write("long.wav", np.concatenate(pieces), " ".join(words))
+
+    # Noise on the longest clip at a fixed SNR: harder input, same reference.
+    longest = max(range(len(audios)), key=lambda i: len(audios[i]))
+    speech = audios[longest]
+    noise = rng.standard_normal(len(speech)).astype(np.float32)
+    noise *= np.sqrt(np.mean(speech**2) / np.mean(noise**2) / 10 ** (NOISE_SNR_DB / 10))
+    write(f"noisy-{clips[longest].stem}.wav", np.clip(speech + noise, -1.0, 1.0), texts[longest])
+
+    # Faint room noise rather than digital zeros: a transcriber must say nothing.
+    write("silence.wav", 1e-4 * rng.standard_normal(int(SILENCE_SECONDS * SAMPLE_RATE)), "")
+    return references

@@ -1,0 +1,56 @@
+"""One engine in its own process, driven by the runner through a pipe (JSON lines).
+
+Protocol: the first stdin line is {"engine", "source", "threads"}; the worker loads the engine and
+answers {"load_seconds"}. Each further line {"audio": .npy path, "beam_size"} is answered with
+{"seconds", "text", "stages"}. On end of input it answers {"peak_rss_mb"} and exits. Any failure
+is answered with {"error"}. Owning its process gives each engine its own peak-memory figure.
+"""
+from __future__ import annotations
+
+import json
+import os
+import resource
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def main() -> int:
+    # Libraries may print to stdout; keep the real stdout for the protocol and send the rest to stderr.
+    channel = os.fdopen(os.dup(sys.stdout.fileno()), "w", buffering=1)
+    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
+
+    def send(message: dict) -> None:
+        channel.write(json.dumps(message) + "\n")
+
+    try:
+        from npu_ep.bench.engines import ENGINES
+
+        spec = json.loads(sys.stdin.readline())
+        engine = ENGINES[spec["engine"]]
+        start = time.perf_counter()
+        engine.load(Path(spec["source"]), int(spec["threads"]))
+        send({"load_seconds": time.perf_counter() - start})
+
+        audios: dict[str, np.ndarray] = {}
+        for line in sys.stdin:
+            request = json.loads(line)
+            # Read each file once, before its first timing: disk and decoding stay outside the figure.
+            audio = audios.get(request["audio"])
+            if audio is None:
+                audio = audios[request["audio"]] = np.load(request["audio"])
+            start = time.perf_counter()
+            text, stages = engine.transcribe(audio, int(request["beam_size"]))
+            send({"seconds": time.perf_counter() - start, "text": text, "stages": stages})
+    except Exception as error:  # reported to the runner, which notes it and carries on with the others
+        send({"error": f"{type(error).__name__}: {error}"})
+        raise
+    # ru_maxrss is in KiB on Linux.
+    send({"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

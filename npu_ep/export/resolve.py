@@ -1,0 +1,166 @@
+"""Turn what the user names (a known model, a folder, a hub id) into an exported model folder."""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+from npu_ep.errors import NpuEpError
+from npu_ep.export import onnx_export
+from npu_ep.export.weights import KNOWN_MODELS, ct2_model_dir, known_model, package_versions
+from npu_ep.paths import models_dir
+
+_EXPORT_EXTRA = "install the export extra: pip install -e '.[export]'"
+
+
+def resolve_model(model: str | Path) -> Path:
+    """An exported model folder for `model`, exporting a known name on first use.
+
+    A folder whose manifest says npu-ep-model (quantized variants too) is returned as is; a known
+    name with an up-to-date export under models_dir() returns that folder; anything else is exported.
+    """
+    path = Path(model).expanduser()
+    if path.is_dir():
+        if onnx_export.read_manifest(path) is not None:
+            return path
+        if not _is_hf_whisper(path) and not _is_ct2_folder(path):
+            raise NpuEpError(f"{path}: not an exported model folder (export one with: npu-ep export --model tiny.en)")
+    name = str(model)
+    if name in KNOWN_MODELS and onnx_export.read_manifest(models_dir() / name) is not None:
+        return export_model(name)  # a no-op when up to date
+    if name in KNOWN_MODELS:
+        shown = _display(models_dir() / name)
+        print(f"npu-ep: exporting {name} to {shown} (first use, about a minute)", file=sys.stderr)
+    return export_model(model)
+
+
+def export_model(source: str | Path, out_dir: str | Path | None = None, opset: int | None = None, force: bool = False) -> Path:
+    """Export `source` (known name, Hugging Face or CTranslate2 folder, or hub id) to ONNX; returns the folder."""
+    name, kind, location, source_info = _describe(source)
+    out = Path(out_dir).expanduser() if out_dir is not None else onnx_export.default_out_dir(name)
+    build_key = {"export_version": onnx_export.EXPORT_VERSION, "source": source_info, "opset": opset}
+    if not force and onnx_export.is_up_to_date(out, build_key):
+        print(f"npu-ep: {_display(out)} is up to date (use --force to rebuild)", file=sys.stderr)
+        return out
+    onnx_export.check_writable(out)
+    _require_export_extra()
+    from tqdm import tqdm
+
+    # Nothing may reach a model hub at run time except an explicit hub id.
+    if kind != "hub":
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    with tqdm(total=4, desc=f"export {name}", unit="step", file=sys.stderr) as bar:
+        with tempfile.TemporaryDirectory(prefix=".hf-", dir=out.parent) as scratch:
+            hf_dir = _prepare_hf_folder(kind, location, Path(scratch))
+            bar.update(1)
+            bar.set_postfix_str("ONNX export")
+            manifest = onnx_export.export_folder(hf_dir, out, name, source_info, build_key, opset, bar)
+    check = manifest["check"]
+    print(
+        f"npu-ep: exported {name} to {_display(out)} in {manifest['export_seconds']:.0f} s "
+        f"(max |Δ| vs PyTorch: encoder {check['encoder_max_abs_diff']:.1e}, logits {check['logits_max_abs_diff']:.1e})",
+        file=sys.stderr,
+    )
+    return out
+
+
+def _describe(source: str | Path) -> tuple[str, str, str, dict]:
+    """(name, kind, location, manifest source entry) for what the user gave."""
+    path = Path(source).expanduser()
+    if path.is_dir():
+        path = path.resolve()
+        if _is_ct2_folder(path):
+            return path.name, "ctranslate2", str(path), {"kind": "ctranslate2-folder", "path": str(path), **_fingerprint(path)}
+        if _is_hf_whisper(path):
+            return path.name, "huggingface", str(path), {"kind": "huggingface-folder", "path": str(path), **_fingerprint(path)}
+        raise NpuEpError(f"{path}: neither a Hugging Face Whisper folder nor a CTranslate2 one (give tiny.en, base or a hub id)")
+    text = str(source)
+    if text in KNOWN_MODELS:
+        model = known_model(text)
+        return text, "package", text, {"kind": "ctranslate2-package", "model": text, "packages": package_versions(model)}
+    owner, _, repo = text.partition("/")
+    if owner and repo and "/" not in repo and not text.startswith((".", "~")):
+        return repo, "hub", text, {"kind": "huggingface-hub", "id": text}
+    if "/" in text or path.exists():
+        raise NpuEpError(f"{text}: no such model folder (give tiny.en, base, a Whisper folder or a hub id)")
+    known_model(text)  # raises the "unknown model" message
+    raise AssertionError("unreachable")
+
+
+def _is_ct2_folder(path: Path) -> bool:
+    return all((path / file).is_file() for file in ("model.bin", "config.json", "tokenizer.json"))
+
+
+def _is_hf_whisper(path: Path) -> bool:
+    try:
+        return json.loads((path / "config.json").read_text()).get("model_type") == "whisper"
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def _fingerprint(path: Path) -> dict:
+    # Sizes and modification times of the source files: cheap, and they change whenever the weights do.
+    files = sorted(p for p in path.iterdir() if p.is_file())
+    return {"files": {p.name: [p.stat().st_size, p.stat().st_mtime_ns] for p in files}}
+
+
+def _prepare_hf_folder(kind: str, location: str, scratch: Path) -> Path:
+    from npu_ep.export import convert
+
+    if kind == "package":
+        convert.write_hf_folder(ct2_model_dir(location), scratch)
+        return scratch
+    if kind == "ctranslate2":
+        convert.write_hf_folder(Path(location), scratch)
+        return scratch
+    if kind == "hub":
+        downloaded = _download(location)
+        if not _is_hf_whisper(downloaded):
+            raise NpuEpError(f"{location}: not a Whisper model (its config.json has no model_type whisper)")
+        location = str(downloaded)
+    convert.complete_hf_folder(Path(location), scratch)
+    return scratch
+
+
+def _download(hub_id: str) -> Path:
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HFValidationError, LocalEntryNotFoundError, RepositoryNotFoundError
+
+    fallback = f"use {', '.join(KNOWN_MODELS)} or a local folder"
+    if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes", "on"):
+        raise NpuEpError(f"{hub_id}: a hub id needs the network but HF_HUB_OFFLINE is set ({fallback})")
+    try:
+        return Path(snapshot_download(hub_id, allow_patterns=["*.json", "*.txt", "*.safetensors"], etag_timeout=10))
+    except HFValidationError:
+        raise NpuEpError(f"{hub_id}: not a valid hub id ({fallback})") from None
+    except RepositoryNotFoundError:
+        raise NpuEpError(f"{hub_id}: no such model on the Hugging Face hub (check the id, or {fallback})") from None
+    except LocalEntryNotFoundError:
+        # huggingface_hub's way of saying: the hub was unreachable and nothing is cached.
+        raise NpuEpError(f"{hub_id}: cannot reach the Hugging Face hub, are we offline? ({fallback})") from None
+    except OSError as error:  # other network failures (requests' errors are OSErrors)
+        raise NpuEpError(f"{hub_id}: download from the Hugging Face hub failed: {type(error).__name__} ({fallback})") from None
+
+
+def _require_export_extra() -> None:
+    missing = [module for module in ("torch", "transformers", "optimum.exporters.onnx") if not _has_module(module)]
+    if missing:
+        raise NpuEpError(f"exporting needs {', '.join(missing)} ({_EXPORT_EXTRA})")
+
+
+def _has_module(module: str) -> bool:
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:
+        return False
+
+
+def _display(path: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)

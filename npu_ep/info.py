@@ -1,0 +1,90 @@
+"""`npu-ep info`: versions, exported models, and which NPU devices (real or emulated) are usable."""
+from __future__ import annotations
+
+import argparse
+import platform
+from importlib import metadata
+from pathlib import Path
+
+from npu_ep.paths import models_dir
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--models-dir", type=Path, help="where to look for exported models (default: models_dir())")
+
+
+def run(args: argparse.Namespace) -> int:
+    print("versions:")
+    print(f"  python                  {platform.python_version()}")
+    for package in ("npu-ep", "onnxruntime", "onnxruntime-extensions", "onnx", "numpy"):
+        print(f"  {package:<23} {_version(package)}")
+    folder = args.models_dir or models_dir()
+    print(f"exported models in {folder}:")
+    found = exported_models(folder)
+    for name, summary in found:
+        print(f"  {name:<23} {summary}")
+    if not found:
+        print("  none (export one with: npu-ep export --model tiny.en)")
+    print(f"NPU (pyxrt): {npu_status()}")
+    print(f"emulated device: {emulator_status()}")
+    return 0
+
+
+def _version(package: str) -> str:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def exported_models(folder: Path) -> list[tuple[str, str]]:
+    """(folder name, one-line summary) of each exported model folder directly under `folder`."""
+    from npu_ep.export.onnx_export import read_manifest
+
+    models = []
+    for path in sorted(folder.iterdir()) if folder.is_dir() else []:
+        manifest = read_manifest(path) if path.is_dir() else None
+        if manifest is None:
+            continue
+        dims = manifest.get("dims", {})
+        size_mb = sum(f.stat().st_size for f in path.glob("*.onnx")) / 1e6
+        parts = [
+            f"d_model {dims.get('n_audio_state', '?')}",
+            f"{dims.get('n_audio_layer', '?')}+{dims.get('n_text_layer', '?')} layers",
+            "multilingual" if manifest.get("multilingual") else "English only",
+            f"{size_mb:.0f} MB of ONNX",
+        ]
+        if manifest.get("quantization"):
+            quantization = manifest["quantization"]
+            parts.append(f"quantized: {quantization.get('mode', quantization) if isinstance(quantization, dict) else quantization}")
+        models.append((path.name, ", ".join(parts)))
+    return models
+
+
+def npu_status() -> str:
+    """Whether pyxrt imports and opens an NPU (the provider's own probe when it has one)."""
+    try:
+        from npu_ep.provider.xrt_backend import npu_present
+    except ImportError:
+        try:
+            import pyxrt  # noqa: F401
+        except ImportError:
+            return "pyxrt is not installed: no NPU devices (the emulated device stands in)"
+        return "pyxrt imports"
+    present, why = npu_present()
+    return "device 0 opens: an XDNA NPU is available" if present else f"no NPU devices ({why})"
+
+
+def emulator_status() -> str:
+    try:
+        from npu_ep.provider import emulator
+        from npu_ep.provider.kernels import manifest
+    except ImportError as error:
+        return f"not available ({error})"
+    try:
+        emulator.device(0)
+        kernels = manifest()
+    except Exception as error:  # a missing kernel manifest or an injected fault: say why, don't fail info
+        return f"does not open ({error})"
+    names = ", ".join(sorted(kernels))
+    return f"device 0 opens (npu_ep.provider.emulator), kernels: {names or 'none'}"

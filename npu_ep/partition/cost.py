@@ -1,0 +1,152 @@
+"""The cost model: predicted time of one GEMM node on the CPU and through the NPU provider.
+
+CPU side: calibrated on this machine by a short micro-benchmark of ONNX Runtime's own MatMul and
+MatMulInteger (the kernels the CPU path runs), plus the host copy rate and the fixed cost of one
+Python custom-op call, cached per machine under `npu_ep.paths.cache_dir()`.
+NPU side: the device profile (dispatch, transfers, compute at a sustained share of peak) plus the
+host work this provider really does per call (bridge copies, packing), priced with the calibration.
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import time
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from npu_ep.partition.profiles import DeviceProfile
+from npu_ep.paths import cache_dir
+from npu_ep.provider.kernels import KernelEntry
+
+CALIBRATION_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Calibration:
+    machine: str
+    cpu_fixed_ms: float     # one small MatMul node
+    cpu_gflops: float       # float32 MatMul, activation-heavy shape
+    cpu_int8_gops: float    # MatMulInteger, same shape
+    cpu_mem_gbs: float      # weight streaming rate of a one-row MatMul
+    host_copy_gbs: float    # numpy copy rate (bridge copies, packing)
+    op_fixed_ms: float      # one Python custom-op call beyond a plain ORT node
+
+
+@dataclass(frozen=True)
+class Estimate:
+    cpu_ms: float
+    npu_ms: float
+    dispatch_ms: float
+    transfer_ms: float
+    compute_ms: float
+    host_ms: float
+
+
+def machine_id() -> str:
+    import onnxruntime
+
+    model = platform.processor() or platform.machine()
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{platform.node()}|{model}|{os.cpu_count()} cpus|onnxruntime {onnxruntime.__version__}|v{CALIBRATION_VERSION}"
+
+
+def calibration(refresh: bool = False) -> Calibration:
+    """This machine's calibration, measured once (about two seconds) and then read from the cache."""
+    path = cache_dir() / "cpu_calibration.json"
+    machine = machine_id()
+    if not refresh and path.exists():
+        try:
+            cached = json.loads(path.read_text())
+            if cached.get("machine") == machine:
+                return Calibration(**cached)
+        except (ValueError, TypeError):
+            pass  # a damaged cache is measured again
+    result = _measure(machine)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(asdict(result), indent=2))
+    return result
+
+
+def _median_ms(fn, repeat: int) -> float:
+    fn()
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times) * 1e3
+
+
+def _one_node_session(op_type: str, a: np.ndarray, w: np.ndarray, domain: str = "", **attrs):
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    out_type = TensorProto.INT32 if op_type == "MatMulInteger" else TensorProto.FLOAT
+    node = helper.make_node(op_type, ["a", "w"], ["y"], domain=domain, **attrs)
+    graph = helper.make_graph([node], "calibrate", [helper.make_tensor_value_info(
+        "a", helper.np_dtype_to_tensor_dtype(a.dtype), a.shape)], [helper.make_tensor_value_info("y", out_type, None)],
+        [numpy_helper.from_array(w, "w")])
+    opsets = [helper.make_opsetid("", 17)] + ([helper.make_opsetid(domain, 1)] if domain else [])
+    model = helper.make_model(graph, opset_imports=opsets)
+    options = ort.SessionOptions()
+    if domain:
+        from npu_ep.provider import session_options
+
+        options = session_options("cpu")
+    session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    return lambda: session.run(None, {"a": a})
+
+
+def _measure(machine: str) -> Calibration:
+    rng = np.random.default_rng(0)
+    M, K, N = 1500, 384, 1536
+    a = rng.standard_normal((M, K), dtype=np.float32)
+    w = rng.standard_normal((K, N), dtype=np.float32)
+    gflops = 2 * M * K * N / _median_ms(_one_node_session("MatMul", a, w), 5) / 1e6
+    a8 = rng.integers(0, 255, (M, K), dtype=np.uint8)
+    w8 = rng.integers(-127, 127, (K, N), dtype=np.int8)
+    int8_gops = 2 * M * K * N / _median_ms(_one_node_session("MatMulInteger", a8, w8), 5) / 1e6
+    row = rng.standard_normal((1, 1536), dtype=np.float32)
+    big = rng.standard_normal((1536, 1536), dtype=np.float32)
+    mem_gbs = big.nbytes / _median_ms(_one_node_session("MatMul", row, big), 20) / 1e6
+    tiny_a = rng.standard_normal((1, 8), dtype=np.float32)
+    tiny_w = rng.standard_normal((8, 8), dtype=np.float32)
+    cpu_fixed = _median_ms(_one_node_session("MatMul", tiny_a, tiny_w), 50)
+    op_call = _median_ms(_one_node_session("NpuMatMul", tiny_a, tiny_w, domain="ai.onnx.contrib",
+                                            node_key="calibrate", kernel="none"), 50)
+    source = rng.standard_normal(2_000_000, dtype=np.float32)
+    target = np.empty_like(source)
+    copy_gbs = source.nbytes / _median_ms(lambda: np.copyto(target, source), 10) / 1e6
+    return Calibration(machine=machine, cpu_fixed_ms=cpu_fixed, cpu_gflops=gflops, cpu_int8_gops=int8_gops,
+                       cpu_mem_gbs=mem_gbs, host_copy_gbs=copy_gbs, op_fixed_ms=max(op_call - cpu_fixed, 0.0))
+
+
+def cpu_ms(M: int, K: int, N: int, int8: bool, cal: Calibration) -> float:
+    rate = (cal.cpu_int8_gops if int8 else cal.cpu_gflops) * 1e9
+    weight_bytes = K * N * (1 if int8 else 4)
+    return cal.cpu_fixed_ms + max(2 * M * K * N / rate, weight_bytes / (cal.cpu_mem_gbs * 1e9)) * 1e3
+
+
+def estimate(M: int, K: int, N: int, int8: bool, kernel: KernelEntry, device: DeviceProfile,
+             cal: Calibration) -> Estimate:
+    """Predicted CPU time and NPU-provider time (dispatch + transfers + compute + host work)."""
+    Mp, Kp, Np = kernel.padded(M, K, N)
+    size_in, size_out = (1, 4) if int8 else (2, 4)
+    size_host = 1 if int8 else 4
+    transfer = (M * Kp * size_in + M * Np * size_out) / (device.host_bandwidth_gbs * 1e9) * 1e3
+    compute = device.compute_ms(2 * Mp * Kp * Np, int8)
+    # Host bytes touched per call: the bridge copies activation and weight in, packing reads the
+    # activation and writes the buffer, the output is made contiguous and copied out.
+    host_bytes = M * K * size_host + K * N * size_host + M * K * (size_host + size_in) + 2 * M * N * 4
+    host = cal.op_fixed_ms + host_bytes / (cal.host_copy_gbs * 1e9) * 1e3
+    npu = device.dispatch_ms + transfer + compute + host
+    return Estimate(cpu_ms(M, K, N, int8, cal), npu, device.dispatch_ms, transfer, compute, host)

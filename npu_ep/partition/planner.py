@@ -1,0 +1,142 @@
+"""Placing each GEMM node on the NPU or the CPU with the cost model, and writing partitioned copies."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import onnx
+
+from npu_ep.errors import NpuEpError
+from npu_ep.partition import cost, graph, profiles, rewrite
+from npu_ep.provider import kernels
+
+PARTITION_VERSION = 1
+# The NPU must win by this share of the CPU time: it absorbs the projection's error, so a node
+# never moves for a predicted gain smaller than the model can resolve.
+MARGIN = 0.8
+
+
+@dataclass
+class Placement:
+    candidate: graph.Candidate
+    kernel: str | None
+    estimate: cost.Estimate | None
+    device: str          # "npu" or "cpu"
+    reason: str
+
+    @property
+    def chosen_ms(self) -> float:
+        if self.estimate is None:
+            return 0.0
+        return self.estimate.npu_ms if self.device == "npu" else self.estimate.cpu_ms
+
+
+@dataclass
+class Plan:
+    model_name: str
+    profile: profiles.DeviceProfile
+    placements: list[Placement]
+
+    @property
+    def offloaded(self) -> list[Placement]:
+        return [p for p in self.placements if p.device == "npu"]
+
+    @property
+    def cpu_ms(self) -> float:
+        """Predicted time of the GEMM nodes on the CPU alone."""
+        return sum(p.estimate.cpu_ms for p in self.placements if p.estimate)
+
+    @property
+    def hybrid_ms(self) -> float:
+        """Predicted time of the same nodes as partitioned."""
+        return sum(p.chosen_ms for p in self.placements)
+
+
+def _load(model: str | Path | onnx.ModelProto) -> tuple[onnx.ModelProto, str]:
+    if isinstance(model, onnx.ModelProto):
+        return model, model.graph.name or "model"
+    path = Path(model)
+    if not path.is_file():
+        raise NpuEpError(f"{path}: no such ONNX file (export a model first: npu-ep export --model tiny.en)")
+    try:
+        return onnx.load(str(path)), path.stem
+    except Exception as error:
+        raise NpuEpError(f"{path}: not a readable ONNX model ({error})") from None
+
+
+def plan(model: str | Path | onnx.ModelProto, device: str = "xdna1", dims: dict[str, int] | None = None,
+         calibration: cost.Calibration | None = None) -> Plan:
+    """Decide every candidate node's place for `device` (a profile name)."""
+    proto, name = _load(model)
+    profile = profiles.profile(device)
+    cal = calibration or cost.calibration()
+    candidates = graph.find_candidates(proto)
+    graph.resolve_shapes(proto, candidates, dims)
+    placements = []
+    for c in candidates:
+        kernel = kernels.kernel_for(profile.name, "i8" if c.int8 else "bf16")
+        if c.kind == "activation_matmul":
+            placements.append(Placement(c, None, None, "cpu", c.unsupported))
+            continue
+        estimate = cost.estimate(c.M, c.K, c.N, c.int8, kernel, profile, cal)
+        if c.unsupported:
+            placements.append(Placement(c, kernel.name, estimate, "cpu", c.unsupported))
+        elif estimate.npu_ms < MARGIN * estimate.cpu_ms:
+            gain = estimate.cpu_ms / estimate.npu_ms
+            placements.append(Placement(c, kernel.name, estimate, "npu", f"NPU predicted {gain:.1f}x faster"))
+        else:
+            what = "dispatch + transfers dominate" if c.M <= 16 else "no predicted gain"
+            placements.append(Placement(c, kernel.name, estimate, "cpu", f"{what} (M = {c.M})"))
+    return Plan(name, profile, placements)
+
+
+def apply(model: str | Path | onnx.ModelProto, chosen_plan: Plan) -> onnx.ModelProto:
+    proto, _ = _load(model)
+    partitioned = rewrite.rewrite(proto, [(p.candidate, p.kernel) for p in chosen_plan.offloaded])
+    summary = {"version": PARTITION_VERSION, "device": chosen_plan.profile.name,
+               "offloaded": len(chosen_plan.offloaded), "predicted_cpu_ms": round(chosen_plan.cpu_ms, 3),
+               "predicted_hybrid_ms": round(chosen_plan.hybrid_ms, 3)}
+    onnx.helper.set_model_props(partitioned, {**{p.key: p.value for p in proto.metadata_props},
+                                              "npu_ep.partition": json.dumps(summary)})
+    return partitioned
+
+
+def partition(model: str | Path | onnx.ModelProto, device: str = "xdna1") -> onnx.ModelProto:
+    """The model with its NPU-worthy GEMMs rewritten into the provider's custom ops."""
+    proto, _ = _load(model)
+    return apply(proto, plan(proto, device))
+
+
+def partitioned_path(onnx_path: Path, device: str) -> Path:
+    return onnx_path.with_name(f"{onnx_path.stem}.{device}.onnx")
+
+
+def _source_stamp(onnx_path: Path) -> str:
+    stat = onnx_path.stat()
+    return f"{stat.st_size}:{stat.st_mtime_ns}:{PARTITION_VERSION}:{cost.machine_id()}"
+
+
+def partition_file(onnx_path: str | Path, device: str, force: bool = False) -> tuple[Path, Plan | None]:
+    """Write (or reuse, if up to date) the partitioned copy beside `onnx_path`; returns its path
+    and the plan when one was computed."""
+    onnx_path = Path(onnx_path)
+    target = partitioned_path(onnx_path, device)
+    stamp = _source_stamp(onnx_path)
+    if not force and target.exists() and target.stat().st_mtime_ns >= onnx_path.stat().st_mtime_ns:
+        existing = onnx.load(str(target), load_external_data=False)
+        if {p.key: p.value for p in existing.metadata_props}.get("npu_ep.source") == stamp:
+            return target, None
+    proto, _ = _load(onnx_path)
+    chosen = plan(proto, device)
+    partitioned = apply(proto, chosen)
+    onnx.helper.set_model_props(partitioned, {**{p.key: p.value for p in partitioned.metadata_props},
+                                              "npu_ep.source": stamp})
+    temporary = target.with_suffix(".tmp")
+    onnx.save(partitioned, str(temporary))
+    temporary.replace(target)
+    return target, chosen
+
+
+def offloaded_count(model: onnx.ModelProto) -> int:
+    return sum(1 for n in model.graph.node if n.domain == rewrite.DOMAIN and n.op_type.startswith("Npu"))

@@ -1,0 +1,113 @@
+"""`quantize_model`: a float model folder in, a checked INT8 model folder out."""
+from __future__ import annotations
+
+import fnmatch
+import json
+import logging
+import shutil
+from pathlib import Path
+
+from npu_ep.errors import NpuEpError
+from npu_ep.quantize import folder as folders
+from npu_ep.quantize.clips import split_clips
+
+MODES = ("dynamic", "static")
+PARTS = {"encoder": ("encoder_model.onnx",), "decoder": ("decoder_model.onnx", "decoder_with_past_model.onnx")}
+# Measured on tiny.en (see the README): the default form and the nodes kept in float per mode.
+DEFAULT_FORM = "matmul-integer"
+DEFAULT_EXCLUDE: dict[str, list[str]] = {"dynamic": [], "static": []}
+
+
+def matching_nodes(onnx_path: Path, patterns: list[str]) -> list[str]:
+    """Names of the nodes of `onnx_path` that `patterns` pick out.
+
+    A pattern is a glob matched anywhere in "<file stem>:<node name>", e.g. "fc2" or "encoder_model:*layers.3/fc2".
+    """
+    import onnx
+
+    graph = onnx.load(onnx_path, load_external_data=False).graph
+    return [node.name for node in graph.node
+            if any(fnmatch.fnmatchcase(f"{onnx_path.stem}:{node.name}", f"*{p}*") for p in patterns)]
+
+
+def quantize_model(model: str | Path, mode: str, out: str | Path | None = None, *,
+                   calibration: list[str] | None = None, evaluation: list[str] | None = None,
+                   method: str = "minmax", exclude: list[str] | None = None, parts: tuple[str, ...] = ("encoder", "decoder"),
+                   form: str = DEFAULT_FORM, per_channel: bool = True, max_wer_increase: float = 1.0,
+                   force: bool = False, progress: bool = True) -> tuple[Path, dict]:
+    """Quantize `model` (a model folder or known name) into `out`; returns (out, accuracy report).
+
+    Raises NpuEpError, leaving nothing behind, when the WER on the evaluation clips rises by more than
+    `max_wer_increase` points, unless `force`.
+    """
+    from tqdm import tqdm
+
+    from npu_ep.quantize.accuracy import accuracy_report
+
+    if mode not in MODES:
+        raise NpuEpError(f"--mode {mode}: unknown mode (one of {', '.join(MODES)})")
+    source, manifest = folders.source_model(str(model))
+    out = Path(out) if out is not None else folders.default_output(manifest, mode)
+    calib_clips, eval_clips = split_clips(calibration, evaluation, static=mode == "static")
+    patterns = DEFAULT_EXCLUDE[mode] if exclude is None else list(exclude)
+    staging = folders.staging_folder(out, force)
+    # ORT's quantizers log every node at INFO and nag about pre-processing through the root logger.
+    logging.getLogger("onnxruntime").setLevel(logging.ERROR)
+    logging.getLogger().setLevel(logging.ERROR)
+    try:
+        folders.copy_support_files(source, staging)
+        feeds = None
+        if mode == "static":
+            from npu_ep.quantize.calibration import FloatModel, collect_feeds
+
+            feeds = collect_feeds(FloatModel(source), calib_clips, progress)
+        to_quantize = {name for part in parts for name in PARTS[part]}
+        excluded: dict[str, list[str]] = {}
+        for name in tqdm(folders.ONNX_FILES, desc=f"quantize ({mode})", unit="file", disable=not progress):
+            if name not in to_quantize:
+                shutil.copy2(source / name, staging / name)
+                continue
+            excluded[name] = matching_nodes(source / name, patterns)
+            if mode == "static":
+                from npu_ep.quantize.static import quantize_static_file
+
+                quantize_static_file(source / name, staging / name, feeds.by_file[name], method, excluded[name], per_channel)
+            else:
+                from npu_ep.quantize.dynamic import quantize_dynamic_file
+
+                quantize_dynamic_file(source / name, staging / name, form, excluded[name], per_channel)
+        del feeds
+        quantization = _describe(source, manifest, mode, form, method, per_channel, parts, patterns, excluded, calib_clips)
+        folders.write_manifest(manifest, staging, out.name, quantization)
+        report = accuracy_report(source, staging, eval_clips, progress)
+        if report["wer_increase"] > max_wer_increase and not force:
+            raise NpuEpError(f"{out}: not written, WER rose {report['wer_increase']:.2f} points "
+                             f"({report['wer_float']:.2f}% -> {report['wer_quantized']:.2f}%) on {len(eval_clips)} clip(s), "
+                             f"more than --max-wer-increase {max_wer_increase} (keep more nodes in float with --exclude, "
+                             "or pass --force to write it anyway)")
+        (staging / "accuracy.json").write_text(json.dumps(report, indent=2) + "\n")
+        summary = {k: v for k, v in report.items() if k != "per_clip"}
+        folders.write_manifest(manifest, staging, out.name, dict(quantization, accuracy=summary))
+        folders.publish(staging, out)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return out, report
+
+
+def _describe(source: Path, manifest: dict, mode: str, form: str, method: str, per_channel: bool,
+              parts: tuple[str, ...], patterns: list[str], excluded: dict[str, list[str]], calib_clips: list[Path]) -> dict:
+    """The manifest's record of how the model was made, enough to make it again."""
+    import onnxruntime
+
+    how = {"mode": mode, "source": str(source), "source_name": manifest.get("name"),
+           "source_files": {name: manifest.get("files", {}).get(name) for name in folders.ONNX_FILES},
+           "quantized_parts": list(parts), "weights": "int8, " + ("per channel" if per_channel else "per tensor"),
+           "exclude_patterns": patterns, "excluded_nodes": excluded, "onnxruntime": onnxruntime.__version__}
+    if mode == "dynamic":
+        how["form"] = form
+        how["activations"] = "uint8, quantized at run time" if form == "matmul-integer" else "int8 blocks at run time (accuracy level 4)"
+    else:
+        how["form"] = "qdq"
+        how["activations"] = f"int8 symmetric, ranges calibrated with {method}"
+        how["calibration"] = {"method": method, "clips": [clip.name for clip in calib_clips]}
+    return how

@@ -1,0 +1,99 @@
+"""Realistic inputs for every session, from audio: features for the encoder, and the decoders' inputs
+as the float model produces them while greedily decoding the same clips."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from onnxruntime.quantization import CalibrationDataReader
+
+from npu_ep.quantize.clips import clip_features
+
+# Enough steps to see each decoder position range a short utterance reaches; bounded for run-away outputs.
+MAX_NEW_TOKENS = 96
+
+
+@dataclass
+class Feeds:
+    """Input dictionaries per ONNX file, in the order they were produced."""
+
+    by_file: dict[str, list[dict[str, np.ndarray]]] = field(default_factory=dict)
+
+    def add(self, onnx_file: str, feed: dict[str, np.ndarray]) -> None:
+        self.by_file.setdefault(onnx_file, []).append(feed)
+
+
+class FeedReader(CalibrationDataReader):
+    """Hands stored feeds to ORT's calibrator; `set_range` lets it calibrate a few at a time (bounded memory)."""
+
+    def __init__(self, feeds: list[dict[str, np.ndarray]]) -> None:
+        self.feeds = feeds
+        self.set_range(0, len(feeds))
+
+    def __len__(self) -> int:
+        return len(self.feeds)
+
+    def set_range(self, start_index: int, end_index: int) -> None:
+        self._pending = iter(self.feeds[start_index:end_index])
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        return next(self._pending, None)
+
+
+class FloatModel:
+    """A model folder's three sessions as plain numpy in and out, with the prompt its decoder starts from."""
+
+    def __init__(self, folder: Path) -> None:
+        from npu_ep.whisper.model import WhisperOnnx
+        from npu_ep.whisper.tokenizer import WhisperTokenizer
+
+        model = WhisperOnnx(folder)
+        self.n_mels = model.n_mels
+        self.encoder, self.decoder, self.decoder_with_past = model.encoder, model.decoder, model.decoder_with_past
+        tokenizer = WhisperTokenizer(folder)
+        # Calibration and evaluation clips are English speech: transcribe without timestamps.
+        self.prompt = tokenizer.sot_sequence("en", "transcribe") + [tokenizer.no_timestamps]
+        self.eot = tokenizer.eot
+
+    def encode(self, features: np.ndarray) -> np.ndarray:
+        return self.encoder.run(None, {"input_features": features})[0]
+
+    def logits(self, hidden: np.ndarray, tokens: list[int]) -> np.ndarray:
+        """Decoder logits [positions, vocab] for prompt + `tokens` in one pass (teacher forcing)."""
+        ids = np.array([self.prompt + list(tokens)], dtype=np.int64)
+        return self.decoder.run(["logits"], {"input_ids": ids, "encoder_hidden_states": hidden})[0][0]
+
+    def greedy(self, hidden: np.ndarray, feeds: Feeds | None = None) -> list[int]:
+        """Greedy tokens after the prompt (no suppression rules: inputs to record, not a transcript to show)."""
+        first = {"input_ids": np.array([self.prompt], dtype=np.int64), "encoder_hidden_states": hidden}
+        names = [o.name for o in self.decoder.get_outputs()]
+        outputs = self.decoder.run(None, first)
+        past = {name.replace("present", "past_key_values"): value for name, value in zip(names[1:], outputs[1:])}
+        with_past_names = [o.name for o in self.decoder_with_past.get_outputs()]
+        if feeds is not None:
+            feeds.add("decoder_model.onnx", first)
+        tokens: list[int] = []
+        token = int(outputs[0][0, -1].argmax())
+        while token != self.eot and len(tokens) < MAX_NEW_TOKENS:
+            tokens.append(token)
+            step = {"input_ids": np.array([[token]], dtype=np.int64), **past}
+            if feeds is not None:
+                feeds.add("decoder_with_past_model.onnx", step)
+            outputs = self.decoder_with_past.run(None, step)
+            # Only the self-attention cache grows; the cross-attention cache is shared by every step.
+            past = dict(past, **{n.replace("present", "past_key_values"): v for n, v in zip(with_past_names[1:], outputs[1:])})
+            token = int(outputs[0][0, -1].argmax())
+        return tokens
+
+
+def collect_feeds(model: FloatModel, clips: list[Path], progress: bool = True) -> Feeds:
+    """Run the float model over `clips`, recording the inputs each session receives."""
+    from tqdm import tqdm
+
+    feeds = Feeds()
+    for clip in tqdm(clips, desc="calibration inputs", unit="clip", disable=not progress):
+        features = clip_features(clip, model.n_mels)
+        feeds.add("encoder_model.onnx", {"input_features": features})
+        model.greedy(model.encode(features), feeds)
+    return feeds

@@ -1,0 +1,35 @@
+"""Static INT8 in QDQ form: int8 activations with calibrated ranges and int8 weights around each MatMul,
+the int8 x int8 -> int32 shape the NPU's kernels compute (the partition pass recognises it)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+METHODS = ("minmax", "entropy", "percentile")
+
+
+def quantize_static_file(source: Path, target: Path, feeds: list[dict[str, np.ndarray]], method: str,
+                         exclude_nodes: list[str], per_channel: bool = True) -> None:
+    """Write `target`: `source` with QDQ int8 around its constant-weight MatMuls, ranges from `feeds`."""
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    from npu_ep.quantize.calibration import FeedReader
+
+    calibrate_method = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
+                        "percentile": CalibrationMethod.Percentile}[method]
+    quantize_static(
+        source, target, FeedReader(feeds), quant_format=QuantFormat.QDQ,
+        # MatMuls only: attention's activation x activation products and everything else stay float.
+        op_types_to_quantize=["MatMul"], per_channel=per_channel,
+        activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+        nodes_to_exclude=exclude_nodes, calibrate_method=calibrate_method,
+        extra_options={
+            "MatMulConstBOnly": True,
+            # One feed per calibration pass: the encoder's intermediate tensors of every clip at once
+            # would hold gigabytes; ranges and histograms merge across passes.
+            "CalibStridedMinMax": 1,
+            # Zero-point-free activations keep the kernel a plain int8 x int8 -> int32 product.
+            "ActivationSymmetric": True,
+        },
+    )

@@ -1,0 +1,109 @@
+"""The three ONNX sessions of an exported Whisper model, and a key/value-cached decoder state over them.
+
+Per-token host work is kept small: the decoder-with-past session runs through one IO binding whose
+inputs (token ids, the cross-attention keys/values) and logits buffer are bound once; each step only
+re-binds the growing self-attention caches, which stay OrtValues and are never copied to numpy
+(except to reorder beams).
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from npu_ep.errors import NpuEpError
+
+ENCODER_FILE = "encoder_model.onnx"
+DECODER_FILE = "decoder_model.onnx"
+DECODER_WITH_PAST_FILE = "decoder_with_past_model.onnx"
+
+
+class WhisperOnnx:
+    """Encoder, first-pass decoder and decoder-with-past sessions of one model folder."""
+
+    def __init__(self, model_dir: Path, device: str = "cpu", threads: int | None = None) -> None:
+        from npu_ep.provider import create_session
+
+        for name in ("config.json", ENCODER_FILE, DECODER_FILE, DECODER_WITH_PAST_FILE, "tokenizer.json"):
+            if not (model_dir / name).exists():
+                raise NpuEpError(f"{model_dir}: no {name} in the model folder (re-export it with: npu-ep export)")
+        config = json.loads((model_dir / "config.json").read_text())
+        self.n_mels: int = config["num_mel_bins"]
+        self.n_text_ctx: int = config["max_target_positions"]
+        self.vocab_size: int = config["vocab_size"]
+        self.encoder = create_session(model_dir / ENCODER_FILE, device, threads)
+        self.decoder = create_session(model_dir / DECODER_FILE, device, threads)
+        self.decoder_with_past = create_session(model_dir / DECODER_WITH_PAST_FILE, device, threads)
+        presents = [o.name for o in self.decoder.get_outputs() if o.name.startswith("present.")]
+        self.self_outputs = [n for n in presents if ".decoder." in n]
+        self.cross_outputs = [n for n in presents if ".encoder." in n]
+        self.self_inputs = [n.replace("present.", "past_key_values.") for n in self.self_outputs]
+        self.cross_inputs = [n.replace("present.", "past_key_values.") for n in self.cross_outputs]
+
+    def encode(self, features: np.ndarray):
+        """Encoder states (an OrtValue, fed on to the decoder without a copy) of features [n_mels, 3000]."""
+        from onnxruntime import OrtValue
+
+        batch = OrtValue.ortvalue_from_numpy(np.ascontiguousarray(features[None], dtype=np.float32))
+        return self.encoder.run_with_ort_values(["last_hidden_state"], {"input_features": batch})[0]
+
+    def start(self, tokens: list[int], encoder_states) -> tuple[np.ndarray, DecoderState]:
+        """Run the decoder over the opening `tokens`: logits [len(tokens), vocab] and a batch-1 cached state."""
+        from onnxruntime import OrtValue
+
+        ids = OrtValue.ortvalue_from_numpy(np.array([tokens], dtype=np.int64))
+        outputs = self.decoder.run_with_ort_values(
+            ["logits", *self.self_outputs, *self.cross_outputs], {"input_ids": ids, "encoder_hidden_states": encoder_states}
+        )
+        n_self = len(self.self_outputs)
+        logits = outputs[0].numpy()[0]
+        return logits, DecoderState(self, outputs[1 : 1 + n_self], outputs[1 + n_self :], batch=1)
+
+
+class DecoderState:
+    """The key/value caches of `batch` decoder rows; `step` feeds one token per row."""
+
+    def __init__(self, model: WhisperOnnx, self_kv: list, cross_kv: list, batch: int) -> None:
+        from onnxruntime import OrtValue
+
+        self._model = model
+        self._cross_kv = cross_kv
+        self.batch = batch
+        self._binding = model.decoder_with_past.io_binding()
+        self._ids = np.zeros((batch, 1), dtype=np.int64)
+        self._binding.bind_ortvalue_input("input_ids", OrtValue.ortvalue_from_numpy(self._ids))
+        self._logits = np.empty((batch, 1, model.vocab_size), dtype=np.float32)
+        self._binding.bind_ortvalue_output("logits", OrtValue.ortvalue_from_numpy(self._logits))
+        for name, value in zip(model.cross_inputs, cross_kv):
+            self._binding.bind_ortvalue_input(name, value)
+        self._bind_self(self_kv)
+
+    def _bind_self(self, self_kv: list) -> None:
+        self._self_kv = self_kv
+        for input_name, output_name, value in zip(self._model.self_inputs, self._model.self_outputs, self_kv):
+            self._binding.bind_ortvalue_input(input_name, value)
+            # Unallocated again: ORT cannot reuse last step's buffer, the cache grows by one position.
+            self._binding.bind_output(output_name, "cpu")
+
+    def step(self, tokens: np.ndarray) -> np.ndarray:
+        """Logits [batch, vocab] after appending `tokens` [batch]; a view overwritten by the next step."""
+        self._ids[:, 0] = tokens
+        self._model.decoder_with_past.run_with_iobinding(self._binding)
+        self._bind_self(self._binding.get_outputs()[1:])
+        return self._logits[:, 0]
+
+    def _rows(self, values: list, rows: np.ndarray) -> list:
+        from onnxruntime import OrtValue
+
+        return [OrtValue.ortvalue_from_numpy(np.ascontiguousarray(v.numpy()[rows])) for v in values]
+
+    def reorder(self, rows: list[int]) -> None:
+        """Keep the caches of `rows` (same count), as beam search does when beams swap prefixes."""
+        if rows != list(range(self.batch)):
+            self._bind_self(self._rows(self._self_kv, np.asarray(rows)))
+
+    def expand(self, batch: int) -> DecoderState:
+        """A state of `batch` copies of this batch-1 state (beams or samples of one audio window)."""
+        rows = np.zeros(batch, dtype=np.int64)
+        return DecoderState(self._model, self._rows(self._self_kv, rows), self._rows(self._cross_kv, rows), batch)

@@ -1,0 +1,255 @@
+"""The reusable transcription pipeline: sessions loaded once, audio of any length in sequential 30 s windows."""
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from npu_ep.errors import NpuEpError
+from npu_ep.whisper.audio import SAMPLE_RATE, AudioSource
+from npu_ep.whisper.decoding import TEMPERATURES, TIMESTAMP_SECONDS, Decoder, DecodeOptions, DecodeResult
+from npu_ep.whisper.features import FRAME_SECONDS, HOP_LENGTH, WINDOW_FRAMES, log_mel_spectrogram
+from npu_ep.whisper.model import WhisperOnnx
+from npu_ep.whisper.tokenizer import WhisperTokenizer
+
+# A window decoded above this temperature is too shaky to prompt the next one (openai/whisper's rule).
+_PROMPT_RESET_TEMPERATURE = 0.5
+_PROGRESS_MIN_SECONDS = 60.0
+
+
+@dataclass
+class Segment:
+    start: float
+    end: float
+    text: str
+    tokens: list[int]
+    avg_logprob: float
+    no_speech_prob: float
+    temperature: float
+    compression_ratio: float
+
+
+@dataclass
+class Timing:
+    """Wall seconds per stage of one transcription; `total` excludes `load` (done once per Pipeline)."""
+
+    load: float = 0.0
+    features: float = 0.0  # reading, down-mixing, resampling and the log-mel spectrogram
+    encoder: float = 0.0
+    decoder: float = 0.0  # language detection and every decoding attempt, rules included
+    total: float = 0.0
+    realtime: float = 0.0  # audio seconds per wall second of `total`
+
+
+@dataclass
+class TranscriptionInfo:
+    language: str
+    language_probability: float
+    duration: float
+    task: str
+    model: str
+    device: str
+    timing: Timing = field(default_factory=Timing)
+
+
+class Pipeline:
+    """A loaded model: `pipeline.transcribe(file_or_array)` as often as needed, sessions stay open."""
+
+    def __init__(self, model: str | Path = "tiny.en", device: str = "cpu", threads: int | None = None) -> None:
+        from npu_ep.export import resolve_model
+
+        started = time.perf_counter()
+        self.model_dir = Path(resolve_model(str(model)))
+        self.device = device
+        self.model = WhisperOnnx(self.model_dir, device, threads)
+        self.tokenizer = WhisperTokenizer(self.model_dir)
+        self.decoder = Decoder(self.model, self.tokenizer)
+        self.load_seconds = time.perf_counter() - started
+
+    def transcribe(
+        self,
+        audio: str | Path | np.ndarray,
+        *,
+        language: str | None = None,
+        task: str = "transcribe",
+        beam_size: int = 1,
+        best_of: int = 5,
+        patience: float = 1.0,
+        temperature: float | tuple[float, ...] = TEMPERATURES,
+        compression_ratio_threshold: float | None = 2.4,
+        logprob_threshold: float | None = -1.0,
+        no_speech_threshold: float | None = 0.6,
+        condition_on_previous_text: bool = True,
+        sample_rate: int = SAMPLE_RATE,
+        progress: bool = True,
+    ) -> tuple[list[Segment], TranscriptionInfo]:
+        """Segments (start/end seconds, text, tokens, scores) and info (language, duration, timing).
+
+        `audio` is a file path or a float array of `sample_rate` Hz (mono, or samples x channels).
+        A progress bar goes to stderr for audio over a minute unless `progress` is False.
+        """
+        if task not in ("transcribe", "translate"):
+            raise NpuEpError(f"--task {task}: unknown task (use transcribe or translate)")
+        if beam_size < 1 or best_of < 1:
+            raise NpuEpError("--beam-size and best_of must be at least 1")
+        self.tokenizer.check_language(language, task)
+        options = DecodeOptions(
+            task=task,
+            language=language,
+            beam_size=beam_size,
+            best_of=best_of,
+            patience=patience,
+            temperatures=(temperature,) if isinstance(temperature, (int, float)) else tuple(temperature),
+            compression_ratio_threshold=compression_ratio_threshold,
+            logprob_threshold=logprob_threshold,
+            no_speech_threshold=no_speech_threshold,
+        )
+        timing = Timing(load=self.load_seconds)
+        started = time.perf_counter()
+        with AudioSource(audio, sample_rate) as source:
+            info = TranscriptionInfo(
+                language=language or "en",
+                language_probability=1.0,
+                duration=source.duration,
+                task=task,
+                model=self.model_dir.name,
+                device=self.device,
+                timing=timing,
+            )
+            timing.features += time.perf_counter() - started
+            segments = self._windows(source, options, info, condition_on_previous_text, progress)
+        timing.total = time.perf_counter() - started
+        timing.realtime = info.duration / timing.total if timing.total > 0 else 0.0
+        return segments, info
+
+    def _windows(
+        self,
+        source: AudioSource,
+        options: DecodeOptions,
+        info: TranscriptionInfo,
+        condition_on_previous_text: bool,
+        progress: bool,
+    ) -> list[Segment]:
+        from tqdm import tqdm
+
+        timing = info.timing
+        content_frames = source.n_samples // HOP_LENGTH
+        segments: list[Segment] = []
+        prompt: list[int] = []
+        sot_sequence: list[int] | None = None
+        seek = 0
+        bar = tqdm(
+            total=round(info.duration, 2),
+            unit="s",
+            unit_scale=False,
+            desc=Path(source.name).name,
+            file=sys.stderr,
+            disable=not progress or info.duration <= _PROGRESS_MIN_SECONDS,
+            bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} s [{elapsed}<{remaining}]",
+        )
+        with bar:
+            while seek < content_frames:
+                clock = time.perf_counter()
+                samples = source.window(seek * HOP_LENGTH, WINDOW_FRAMES * HOP_LENGTH)
+                if len(samples) == 0:
+                    break  # the file held fewer samples than its header announced
+                segment_frames = min(WINDOW_FRAMES, content_frames - seek, -(-len(samples) // HOP_LENGTH))
+                features = log_mel_spectrogram(samples[: segment_frames * HOP_LENGTH], self.model.n_mels)
+                timing.features += time.perf_counter() - clock
+
+                clock = time.perf_counter()
+                encoder_states = self.model.encode(features)
+                timing.encoder += time.perf_counter() - clock
+
+                clock = time.perf_counter()
+                if sot_sequence is None:
+                    if self.tokenizer.multilingual and options.language is None:
+                        # As openai/whisper does: the language of the first window holds for the file.
+                        info.language, info.language_probability = self.decoder.detect_language(encoder_states)
+                    sot_sequence = self.tokenizer.sot_sequence(info.language, options.task)
+                result = self.decoder.decode(encoder_states, sot_sequence, prompt, options)
+                timing.decoder += time.perf_counter() - clock
+
+                time_offset = seek * FRAME_SECONDS
+                window_seconds = segment_frames * FRAME_SECONDS
+                if (
+                    options.no_speech_threshold is not None
+                    and result.no_speech_prob > options.no_speech_threshold
+                    and not (options.logprob_threshold is not None and result.avg_logprob > options.logprob_threshold)
+                ):
+                    seek += segment_frames  # silence: skip the window
+                    bar.update(min(round(seek * FRAME_SECONDS, 2), bar.total) - bar.n)
+                    continue
+
+                new_segments, advance = self._split(result, time_offset, window_seconds, segment_frames)
+                seek += advance
+                for segment in new_segments:
+                    segment.end = min(segment.end, info.duration)
+                    segment.start = min(segment.start, segment.end)
+                    if segment.text.strip():
+                        segments.append(segment)
+                if condition_on_previous_text and result.temperature <= _PROMPT_RESET_TEMPERATURE:
+                    # Only the last half-context of tokens can ever be a prompt: keep no more.
+                    prompt = [*prompt, *(t for s in new_segments for t in s.tokens)][-(self.decoder.sample_len - 1) :]
+                else:
+                    prompt = []
+                bar.update(min(round(seek * FRAME_SECONDS, 2), bar.total) - bar.n)
+        return segments
+
+    def _split(
+        self, result: DecodeResult, time_offset: float, window_seconds: float, segment_frames: int
+    ) -> tuple[list[Segment], int]:
+        """Cut a window's tokens into segments at timestamp pairs; the frames to advance (seek)."""
+        tb = self.tokenizer.timestamp_begin
+        tokens = result.tokens
+        is_timestamp = [t >= tb for t in tokens]
+        single_timestamp_ending = is_timestamp[-2:] == [False, True]
+        cuts = [i + 1 for i in range(len(tokens) - 1) if is_timestamp[i] and is_timestamp[i + 1]]
+
+        def segment(part: list[int], start: float, end: float) -> Segment:
+            return Segment(
+                start=round(start, 3),
+                end=round(end, 3),
+                text=self.tokenizer.decode(part),
+                tokens=part,
+                avg_logprob=result.avg_logprob,
+                no_speech_prob=result.no_speech_prob,
+                temperature=result.temperature,
+                compression_ratio=result.compression_ratio,
+            )
+
+        if not cuts:
+            # One segment for the window; it ends at its last timestamp if there is one.
+            timestamps = [t for t in tokens if t >= tb]
+            duration = window_seconds
+            if timestamps and timestamps[-1] != tb:
+                duration = (timestamps[-1] - tb) * TIMESTAMP_SECONDS
+            return [segment(tokens, time_offset, time_offset + duration)], segment_frames
+        if single_timestamp_ending:
+            cuts.append(len(tokens))
+        segments, last = [], 0
+        for cut in cuts:
+            part = tokens[last:cut]
+            segments.append(
+                segment(part, time_offset + (part[0] - tb) * TIMESTAMP_SECONDS, time_offset + (part[-1] - tb) * TIMESTAMP_SECONDS)
+            )
+            last = cut
+        if single_timestamp_ending:
+            return segments, segment_frames  # the window ended on a closed segment: it is all consumed
+        # Resume at the last complete segment's end: the text after it may be cut mid-word.
+        return segments, max(1, round((tokens[last - 1] - tb) * TIMESTAMP_SECONDS / FRAME_SECONDS))
+
+
+def transcribe(
+    audio: str | Path | np.ndarray,
+    model: str | Path = "tiny.en",
+    *,
+    device: str = "cpu",
+    threads: int | None = None,
+    **options,
+) -> tuple[list[Segment], TranscriptionInfo]:
+    """One-off transcription: load `model`, transcribe `audio` (options as Pipeline.transcribe)."""
+    return Pipeline(model, device, threads).transcribe(audio, **options)

@@ -1,0 +1,77 @@
+"""Whisper's tokenizer over `tokenizers`, with its special tokens read from the model folder."""
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+from npu_ep.errors import NpuEpError
+
+_LANGUAGE_TOKEN = re.compile(r"^<\|[a-z]{2,3}\|>$")
+
+
+class WhisperTokenizer:
+    """Text <-> token ids, plus the ids of Whisper's control tokens (start, language, task, timestamps)."""
+
+    def __init__(self, model_dir: Path) -> None:
+        from tokenizers import Tokenizer
+
+        self._tokenizer = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
+        generation_path = model_dir / "generation_config.json"
+        generation = json.loads(generation_path.read_text()) if generation_path.exists() else {}
+
+        def special(*names: str) -> int:
+            for name in names:
+                token_id = self._tokenizer.token_to_id(name)
+                if token_id is not None:
+                    return token_id
+            raise NpuEpError(f"{model_dir / 'tokenizer.json'}: no {names[0]} token (re-export the model)")
+
+        self.eot = special("<|endoftext|>")
+        self.sot = special("<|startoftranscript|>")
+        self.sot_prev = special("<|startofprev|>")
+        self.no_speech = special("<|nospeech|>", "<|nocaptions|>")
+        self.no_timestamps = generation.get("no_timestamps_token_id") or special("<|notimestamps|>")
+        # Timestamp tokens <|0.00|> ... <|30.00|> follow <|notimestamps|> and are not all in tokenizer.json.
+        self.timestamp_begin = self.no_timestamps + 1
+        task_to_id = generation.get("task_to_id") or {}
+        self.transcribe = task_to_id.get("transcribe") or special("<|transcribe|>")
+        self.translate = task_to_id.get("translate") or special("<|translate|>")
+        vocab_size = json.loads((model_dir / "config.json").read_text())["vocab_size"]
+        # As in openai/whisper: the multilingual vocabulary is the larger one.
+        self.multilingual = bool(generation.get("is_multilingual", vocab_size >= 51865))
+        lang_to_id = generation.get("lang_to_id") or {
+            token: token_id
+            for token, token_id in self._tokenizer.get_vocab(with_added_tokens=True).items()
+            if self.sot < token_id < self.translate and _LANGUAGE_TOKEN.match(token)
+        }
+        self.languages = {token[2:-2]: token_id for token, token_id in sorted(lang_to_id.items(), key=lambda kv: kv[1])}
+        # Decoding rules of the checkpoint: never-sampled tokens (symbols, speaker tags), tokens barred as the
+        # first one (a blank, end of text), and how late the first timestamp may come (0.02 s units).
+        self.suppress_tokens: list[int] = [t for t in generation.get("suppress_tokens") or [] if t >= 0]
+        self.begin_suppress_tokens: list[int] = generation.get("begin_suppress_tokens") or [*self.encode(" "), self.eot]
+        self.max_initial_timestamp_index: int = generation.get("max_initial_timestamp_index", 50)
+
+    def sot_sequence(self, language: str | None, task: str) -> list[int]:
+        """The decoder's opening tokens: <|startoftranscript|> [<|lang|> <|task|>] on multilingual models."""
+        if not self.multilingual:
+            return [self.sot]
+        return [self.sot, self.languages[language or "en"], self.translate if task == "translate" else self.transcribe]
+
+    def check_language(self, language: str | None, task: str) -> None:
+        """Raise a user error for a language or task this model cannot do."""
+        if not self.multilingual:
+            if language not in (None, "en"):
+                raise NpuEpError(f"--language {language}: this model is English-only (use a multilingual model, e.g. --model base)")
+            if task == "translate":
+                raise NpuEpError("--task translate: this model is English-only (use a multilingual model, e.g. --model base)")
+        elif language is not None and language not in self.languages:
+            known = ", ".join(list(self.languages)[:12])
+            raise NpuEpError(f"--language {language}: unknown language code (use one of {known}, ... ({len(self.languages)} in all))")
+
+    def encode(self, text: str) -> list[int]:
+        return self._tokenizer.encode(text, add_special_tokens=False).ids
+
+    def decode(self, tokens: list[int]) -> str:
+        """The text of `tokens`, ignoring control and timestamp tokens."""
+        return self._tokenizer.decode([t for t in tokens if t < self.eot], skip_special_tokens=False)

@@ -1,0 +1,70 @@
+"""Shared fixtures: the jfk clip, a small random-weight Whisper export, and the real tiny.en export."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def build_random_whisper(folder: Path, seed: int = 0) -> Path:
+    """Save a small random-weight English-only Whisper (tiny.en's tokenizer and vocabulary) as a
+    Hugging Face folder at `folder`, the way a user's own checkpoint would look."""
+    import torch
+    from transformers import WhisperConfig, WhisperForConditionalGeneration
+
+    from npu_ep.export import ct2_model_dir
+    from npu_ep.export.convert import save_tokenizer_and_preprocessor, special_tokens
+
+    tokenizer_json = ct2_model_dir("tiny.en") / "tokenizer.json"
+    ids = special_tokens(tokenizer_json)
+    config = WhisperConfig(
+        vocab_size=51864,  # tiny.en's vocabulary: text tokens, specials and timestamps
+        num_mel_bins=80,
+        d_model=64,
+        encoder_layers=2,
+        decoder_layers=2,
+        encoder_attention_heads=4,
+        decoder_attention_heads=4,
+        encoder_ffn_dim=128,
+        decoder_ffn_dim=128,
+        max_source_positions=1500,
+        max_target_positions=448,
+        pad_token_id=ids["eot"],
+        bos_token_id=ids["eot"],
+        eos_token_id=ids["eot"],
+        decoder_start_token_id=ids["sot"],
+    )
+    torch.manual_seed(seed)
+    model = WhisperForConditionalGeneration(config).eval()
+    with torch.no_grad():  # float16-exact weights, so a CTranslate2 (float16) round trip loses nothing
+        for parameter in model.parameters():
+            parameter.copy_(parameter.half().float())
+    model.save_pretrained(folder)
+    save_tokenizer_and_preprocessor(tokenizer_json, config.num_mel_bins, config.max_target_positions, folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def jfk_path() -> Path:
+    path = ROOT.parent / "shared" / "audio" / "jfk.flac"
+    assert path.is_file(), f"{path} is missing (tests expect the shared folder beside the checkout)"
+    return path
+
+
+@pytest.fixture(scope="session")
+def random_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An exported small random-weight English-only Whisper (d_model 64, 2+2 layers): fast to run."""
+    from npu_ep.export import export_model
+
+    base = tmp_path_factory.mktemp("random-whisper")
+    return export_model(build_random_whisper(base / "hf"), out_dir=base / "random-whisper")
+
+
+@pytest.fixture(scope="session")
+def tiny_en_dir() -> Path:
+    """The real tiny.en export under models/ (a no-op when it is already up to date)."""
+    from npu_ep.export import export_model
+
+    return export_model("tiny.en")

@@ -1,0 +1,100 @@
+"""`npu-ep bench`: a short real run, the built-in suite, and bad input."""
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+import soundfile as sf
+
+from npu_ep.bench.suite import LONG_MIN_SECONDS, build_suite
+from npu_ep.cli import main
+
+JFK_TEXT = "And so my fellow Americans, ask not what your country can do for you, ask what you can do for your country."
+
+
+@pytest.fixture
+def jfk_refs(tmp_path, jfk_path):
+    refs = tmp_path / "refs.json"
+    refs.write_text(json.dumps({jfk_path.name: JFK_TEXT}))
+    return refs
+
+
+def test_bench_measures_ours_and_skips_a_missing_engine(tmp_path, tiny_en_dir, jfk_path, jfk_refs, capsys, monkeypatch):
+    # An empty models folder: no quantized variant of tiny.en exists there, so ours-int8 must be skipped.
+    monkeypatch.setenv("NPU_EP_MODELS", str(tmp_path / "models"))
+    out = tmp_path / "out"
+    code = main([
+        "bench", str(jfk_path), "--refs", str(jfk_refs), "--models", str(tiny_en_dir),
+        "--engines", "ours-fp32,ours-int8", "--repeat", "1", "--threads", "1", "--out", str(out),
+    ])
+    assert code == 0
+    table = capsys.readouterr().out
+    report = json.loads((out / "bench.json").read_text())
+    results = {(r["engine"], r["beam_size"]): r for r in report["results"]}
+
+    ours = results[("ours-fp32", 1)]
+    assert ours["status"] == "ok"
+    assert ours["wer"] == 0.0
+    assert ours["x_realtime"] > 0 and ours["peak_rss_mb"] > 50 and ours["load_seconds"] > 0
+    assert set(ours["stages"]) == {"features", "encoder", "decoder"} and ours["stages"]["encoder"] > 0
+    assert "| ours-fp32 | 1 |" in table
+
+    assert results[("ours-int8", 1)]["status"] == "skipped"
+    assert "npu-ep quantize" in results[("ours-int8", 1)]["note"]
+    assert "ours-int8 on" in table and "--mode dynamic" in table
+
+    assert (out / "bench.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert report["files"][0]["audio_seconds"] == pytest.approx(11.0, abs=0.1)
+
+
+def test_unavailable_engine_is_skipped_with_a_note(tmp_path, random_model_dir, jfk_path, capsys):
+    # A model given as a folder has no known CTranslate2 weights, so faster-whisper cannot run on it.
+    code = main([
+        "bench", str(jfk_path), "--models", str(random_model_dir), "--engines", "faster-whisper-int8",
+        "--repeat", "1", "--out", str(tmp_path),
+    ])
+    assert code == 0
+    report = json.loads((tmp_path / "bench.json").read_text())
+    assert [r["status"] for r in report["results"]] == ["skipped"]
+    assert "faster-whisper-int8 on" in capsys.readouterr().out
+    assert (tmp_path / "bench.png").is_file()
+
+
+def test_default_suite_is_built_once_with_references(tmp_path):
+    files, references = build_suite("default", root=tmp_path)
+    assert [path.name for path in files] == list(references)
+    assert all(path.is_file() for path in files)
+    assert references["silence.wav"] == ""
+    long_info = sf.info(tmp_path / "default" / "long.wav")
+    assert long_info.samplerate == 16000 and long_info.duration > LONG_MIN_SECONDS
+    noisy = [name for name in references if name.startswith("noisy-")]
+    assert len(noisy) == 1 and references[noisy[0]] == references["clip-" + noisy[0][len("noisy-"):]]
+
+    before = {path: path.stat().st_mtime_ns for path in files}
+    time.sleep(0.01)
+    assert build_suite("default", root=tmp_path) == (files, references)
+    assert {path: path.stat().st_mtime_ns for path in files} == before
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--engines", "ours-fp32,whisper.cpp"], "unknown engine whisper.cpp"),
+        (["--beam-size", "one"], "--beam-size"),
+        (["--suite", "nope"], "unknown suite"),
+        (["missing.wav"], "missing.wav: no such audio file"),
+        ([], "nothing to bench"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(tmp_path, argv, message, capsys):
+    assert main(["bench", *argv, "--out", str(tmp_path)]) == 2
+    error = capsys.readouterr().err.strip()
+    assert message in error and len(error.splitlines()) == 1
+
+
+def test_bad_references_file(tmp_path, jfk_path, capsys):
+    refs = tmp_path / "refs.json"
+    refs.write_text("{not json")
+    assert main(["bench", str(jfk_path), "--refs", str(refs), "--out", str(tmp_path)]) == 2
+    assert "refs.json: not a readable JSON references file" in capsys.readouterr().err

@@ -1,0 +1,178 @@
+"""`npu-ep quantize`: real quantized models, real sessions, real audio."""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import soundfile as sf
+
+from npu_ep.cli import main
+from npu_ep.metrics import wer
+from npu_ep.quantize import quantize_model
+from npu_ep.quantize.build import matching_nodes
+from npu_ep.quantize.folder import ONNX_FILES
+from npu_ep.whisper.pipeline import Pipeline
+
+JFK_TEXT = "And so my fellow Americans, ask not what your country can do for you, ask what you can do for your country."
+# Random weights transcribe noise: their WER says nothing, so these tests never refuse on it.
+NO_WER_LIMIT = float("inf")
+
+
+@pytest.fixture(scope="module")
+def second_clip(jfk_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A second calibration clip: jfk, quieter, with noise, as 16 kHz mono wav."""
+    samples, rate = sf.read(jfk_path, dtype="float32", always_2d=True)
+    noisy = 0.5 * samples.mean(axis=1) + 0.01 * np.random.default_rng(0).standard_normal(len(samples)).astype(np.float32)
+    path = tmp_path_factory.mktemp("clips") / "jfk-noisy.wav"
+    sf.write(path, noisy, rate)
+    return path
+
+
+@pytest.fixture(scope="module")
+def dynamic_random(random_model_dir: Path, jfk_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("quantized") / "random-int8-dynamic"
+    quantize_model(random_model_dir, "dynamic", out, evaluation=[jfk_path], max_wer_increase=NO_WER_LIMIT, progress=False)
+    return out
+
+
+def constant_matmuls(path: Path) -> list[onnx.NodeProto]:
+    graph = onnx.load(path).graph
+    weights = {init.name for init in graph.initializer}
+    return [node for node in graph.node if node.op_type == "MatMul" and any(name in weights for name in node.input)]
+
+
+def test_dynamic_folder_is_complete_and_says_how_it_was_made(dynamic_random: Path, random_model_dir: Path) -> None:
+    for name in ONNX_FILES + ("config.json", "tokenizer.json", "generation_config.json", "manifest.json", "accuracy.json"):
+        assert (dynamic_random / name).is_file(), name
+    manifest = json.loads((dynamic_random / "manifest.json").read_text())
+    assert manifest["name"] == "random-int8-dynamic"
+    assert manifest["quantization"]["mode"] == "dynamic"
+    assert manifest["quantization"]["source"] == str(random_model_dir)
+    assert set(manifest["files"]) >= set(ONNX_FILES)
+    for name in ONNX_FILES:
+        ops = {node.op_type for node in onnx.load(dynamic_random / name).graph.node}
+        assert "MatMulInteger" in ops, name
+        assert not constant_matmuls(dynamic_random / name), f"{name} kept a float weight MatMul"
+
+
+def test_accuracy_report_written_and_sane(dynamic_random: Path) -> None:
+    report = json.loads((dynamic_random / "accuracy.json").read_text())
+    assert report["clips"] == 1
+    assert 0.9 < report["encoder_cosine_min"] <= 1.0 + 1e-9
+    assert 0.0 < report["encoder_max_abs_diff"] < 1.0
+    assert 0.0 <= report["top1_match_rate"] <= 1.0
+    assert report["per_clip"][0]["reference"] is None  # jfk has no references.json beside it: float text is the reference
+    assert report["wer_float"] == 0.0
+
+
+def test_quantized_model_transcribes_through_the_pipeline(dynamic_random: Path, jfk_path: Path) -> None:
+    segments, info = Pipeline(dynamic_random).transcribe(jfk_path, temperature=0.0, progress=False)
+    assert info.model == "random-int8-dynamic"
+    assert info.duration == pytest.approx(11.0, abs=0.1)
+
+
+def test_static_writes_int8_qdq_around_matmuls_and_honours_exclude(
+    random_model_dir: Path, jfk_path: Path, second_clip: Path, tmp_path: Path
+) -> None:
+    kept = "encoder_model:*layers.0/fc1/MatMul"
+    out, report = quantize_model(random_model_dir, "static", tmp_path / "static", calibration=[jfk_path, second_clip],
+                                 evaluation=[jfk_path, second_clip, jfk_path.parent], exclude=[kept],
+                                 method="percentile", max_wer_increase=NO_WER_LIMIT, progress=False)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["quantization"]["calibration"] == {"method": "percentile", "clips": ["jfk.flac", "jfk-noisy.wav"]}
+    assert manifest["quantization"]["excluded_nodes"]["encoder_model.onnx"] == ["/layers.0/fc1/MatMul"]
+    assert report["clips"] == 0 or all("jfk" not in Path(c["clip"]).name for c in report["per_clip"])
+    graph = onnx.load(out / "encoder_model.onnx").graph
+    producers = {output: node for node in graph.node for output in node.output}
+    int8_inits = {init.name for init in graph.initializer if init.data_type == onnx.TensorProto.INT8}
+    matmuls = {node.name: node for node in graph.node if node.op_type == "MatMul"}
+    for name, node in matmuls.items():
+        fed_by = [producers.get(i) for i in node.input]
+        if name == "/layers.0/fc1/MatMul":
+            assert all(p is None or p.op_type != "DequantizeLinear" for p in fed_by)
+        elif "_proj/" in name or "/fc" in name:
+            assert all(p is not None and p.op_type == "DequantizeLinear" for p in fed_by), name
+            assert fed_by[1].input[0] in int8_inits  # int8 weights
+            activation_q = producers[fed_by[0].input[0]]
+            assert activation_q.op_type == "QuantizeLinear"
+
+
+def test_exclude_patterns_name_nodes_by_file_and_glob(random_model_dir: Path) -> None:
+    encoder = random_model_dir / "encoder_model.onnx"
+    assert matching_nodes(encoder, ["encoder_model:*layers.1/fc2"]) == ["/layers.1/fc2/MatMul"]
+    assert matching_nodes(random_model_dir / "decoder_model.onnx", ["encoder_model:*fc2"]) == []
+    assert len(matching_nodes(encoder, ["fc"])) >= 4
+
+
+def test_sensitivity_ranks_every_encoder_matmul(random_model_dir: Path, jfk_path: Path) -> None:
+    from npu_ep.quantize.sensitivity import measure_sensitivity
+
+    rows = measure_sensitivity(str(random_model_dir), "dynamic", evaluation=[jfk_path], progress=False)
+    assert len(rows) == len(constant_matmuls(random_model_dir / "encoder_model.onnx"))
+    cosines = [row["cosine"] for row in rows]
+    assert cosines == sorted(cosines) and all(0.9 < c <= 1.0 + 1e-9 for c in cosines)
+    assert rows[0]["max_abs_diff"] > 0
+
+
+def cli_error(capsys: pytest.CaptureFixture, *argv: str) -> str:
+    assert main(["quantize", *argv]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("npu-ep: error: ") and "\n" not in err, err
+    return err
+
+
+def test_refuses_a_folder_that_is_not_a_model(capsys: pytest.CaptureFixture, tmp_path: Path) -> None:
+    (tmp_path / "encoder_model.onnx").write_bytes(b"")
+    assert "not an npu-ep model folder" in cli_error(capsys, "--model", str(tmp_path), "--mode", "dynamic")
+
+
+def test_refuses_an_already_quantized_model(capsys: pytest.CaptureFixture, dynamic_random: Path, tmp_path: Path) -> None:
+    err = cli_error(capsys, "--model", str(dynamic_random), "--mode", "static", "--out", str(tmp_path / "o"))
+    assert "already quantized" in err
+
+
+def test_refuses_calibration_that_is_not_audio_or_too_little(
+    capsys: pytest.CaptureFixture, random_model_dir: Path, jfk_path: Path, tmp_path: Path
+) -> None:
+    fake = tmp_path / "notes.wav"
+    fake.write_text("these are meeting notes, not audio\n")
+    base = ["--model", str(random_model_dir), "--mode", "static", "--eval", str(jfk_path)]
+    err = cli_error(capsys, *base, "--calibration", str(fake), str(jfk_path), "--out", str(tmp_path / "a"))
+    assert "notes.wav" in err
+    assert "at least 2" in cli_error(capsys, *base, "--calibration", str(jfk_path), "--out", str(tmp_path / "b"))
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def test_refuses_an_existing_output_without_force(
+    capsys: pytest.CaptureFixture, random_model_dir: Path, jfk_path: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "taken"
+    out.mkdir()
+    err = cli_error(capsys, "--model", str(random_model_dir), "--mode", "dynamic", "--eval", str(jfk_path), "--out", str(out))
+    assert "--force" in err and str(out) in err
+
+
+def test_refuses_a_wer_rise_over_the_limit_and_writes_nothing(
+    capsys: pytest.CaptureFixture, random_model_dir: Path, jfk_path: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "refused"
+    err = cli_error(capsys, "--model", str(random_model_dir), "--mode", "dynamic", "--eval", str(jfk_path),
+                    "--out", str(out), "--max-wer-increase", "-1000")
+    assert "WER rose" in err and "--force" in err
+    assert not out.exists() and not list(tmp_path.iterdir())
+
+
+def test_tiny_en_dynamic_int8_keeps_jfk_word_perfect(tiny_en_dir: Path, jfk_path: Path, tmp_path: Path) -> None:
+    out = tmp_path / "tiny.en-int8-dynamic"
+    assert main(["quantize", "--model", str(tiny_en_dir), "--mode", "dynamic", "--out", str(out)]) == 0
+    report = json.loads((out / "accuracy.json").read_text())
+    assert report["encoder_cosine_min"] > 0.99
+    assert report["first_step_top1_agreement"] == 1.0
+    segments, _ = Pipeline(out).transcribe(jfk_path, progress=False)
+    assert wer(JFK_TEXT, "".join(s.text for s in segments)) == 0.0
+    sizes = {name: (out / name).stat().st_size / (tiny_en_dir / name).stat().st_size for name in ONNX_FILES}
+    assert all(ratio < 0.6 for ratio in sizes.values()), sizes
