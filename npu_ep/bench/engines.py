@@ -88,10 +88,18 @@ class OursEngine(Engine):
         self.pipeline = npu_ep.Pipeline(source, device=self.device, threads=threads)
 
     def transcribe(self, audio: np.ndarray, beam_size: int) -> tuple[str, dict[str, float]]:
-        result = self.pipeline.transcribe(audio, beam_size=beam_size)
-        timing = result.info.timing
-        stages = {stage: float(getattr(timing, stage)) for stage in ("features", "encoder", "decoder")}
-        return result.text, stages
+        segments, info = self.pipeline.transcribe(
+            audio,
+            beam_size=beam_size,
+            condition_on_previous_text=True,
+            temperature=TEMPERATURES,
+            compression_ratio_threshold=COMPRESSION_RATIO_THRESHOLD,
+            logprob_threshold=LOGPROB_THRESHOLD,
+            no_speech_threshold=NO_SPEECH_THRESHOLD,
+            progress=False,
+        )
+        stages = {stage: getattr(info.timing, stage) for stage in ("features", "encoder", "decoder")}
+        return "".join(segment.text for segment in segments).strip(), stages
 
 
 class FasterWhisperEngine(Engine):

@@ -78,7 +78,7 @@ def markdown(report: dict[str, Any]) -> str:
     share = machine.get("other_processes_cpu_share")
     lines += [
         "",
-        f"{len(report['files'])} files, {sum(f['audio_seconds'] for f in report['files']):.1f} s of audio; "
+        f"{len(report['files'])} file{'s' if len(report['files']) != 1 else ''}, {sum(f['audio_seconds'] for f in report['files']):.1f} s of audio; "
         f"{settings['threads']} threads, {settings['repeat']} timed rounds after one warm-up, median shown; "
         f"each engine in its own process, requests interleaved. Load average "
         f"{machine['load_average_before'][0]:.2f} before, {machine['load_average_after'][0]:.2f} after"

@@ -83,6 +83,7 @@ class Run:
     load_seconds: float | None = None
     peak_rss_mb: float | None = None
     round_seconds: list[float] = field(default_factory=list)
+    round_cpu_seconds: list[float] = field(default_factory=list)
     file_seconds: dict[str, list[float]] = field(default_factory=dict)
     texts: dict[str, str] = field(default_factory=dict)
     stage_rounds: list[dict[str, float]] = field(default_factory=list)
@@ -161,6 +162,7 @@ def measure(
                         for run in group:
                             run.stage_rounds.append(dict.fromkeys(STAGES, 0.0))
                             run.round_seconds.append(0.0)
+                            run.round_cpu_seconds.append(0.0)
                     for path, npy in zip(files, decoded):
                         for beam_index, beam in enumerate(beam_sizes):
                             for worker, group in list(workers):
@@ -175,6 +177,7 @@ def measure(
                                 finally:
                                     progress.update(1)
                                 run.round_seconds[-1] += answer["seconds"]
+                                run.round_cpu_seconds[-1] += answer["cpu_seconds"]
                                 for stage, seconds in answer["stages"].items():
                                     run.stage_rounds[-1][stage] = run.stage_rounds[-1].get(stage, 0.0) + seconds
                                 if round_index:  # round 0 is the untimed warm-up
@@ -196,7 +199,8 @@ def measure(
                 worker.log.close()
     for run in runs:
         # Drop the warm-up round now that every answer is in.
-        run.round_seconds, run.stage_rounds = run.round_seconds[1:], run.stage_rounds[1:]
+        run.round_seconds, run.round_cpu_seconds = run.round_seconds[1:], run.round_cpu_seconds[1:]
+        run.stage_rounds = run.stage_rounds[1:]
 
     wall = time.perf_counter() - wall_start
     busy_end = _cpu_busy_seconds()
@@ -245,6 +249,8 @@ def summarize(run: Run, durations: dict[str, float], references: dict[str, str])
         wall_seconds=wall,
         round_seconds=run.round_seconds,
         x_realtime=audio_seconds / wall if wall > 0 else None,
+        # CPU seconds of the engine's process (all threads): steadier than wall time on a busy machine.
+        cpu_seconds=statistics.median(run.round_cpu_seconds),
         # Corpus WER: all errors over all reference words (silence adds insertions only).
         wer=100.0 * errors / max(words, 1) if has_refs else None,
         stages=stages if any(stages.values()) else None,

@@ -2,7 +2,7 @@
 
 Protocol: the first stdin line is {"engine", "source", "threads"}; the worker loads the engine and
 answers {"load_seconds"}. Each further line {"audio": .npy path, "beam_size"} is answered with
-{"seconds", "text", "stages"}. On end of input it answers {"peak_rss_mb"} and exits. Any failure
+{"seconds", "cpu_seconds", "text", "stages"}. On end of input it answers {"peak_rss_mb"} and exits. Any failure
 is answered with {"error"}. Owning its process gives each engine its own peak-memory figure.
 """
 from __future__ import annotations
@@ -41,9 +41,10 @@ def main() -> int:
             audio = audios.get(request["audio"])
             if audio is None:
                 audio = audios[request["audio"]] = np.load(request["audio"])
-            start = time.perf_counter()
+            start, cpu_start = time.perf_counter(), time.process_time()
             text, stages = engine.transcribe(audio, int(request["beam_size"]))
-            send({"seconds": time.perf_counter() - start, "text": text, "stages": stages})
+            seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
+            send({"seconds": seconds, "cpu_seconds": cpu_seconds, "text": text, "stages": stages})
     except Exception as error:  # reported to the runner, which notes it and carries on with the others
         send({"error": f"{type(error).__name__}: {error}"})
         raise

@@ -1,6 +1,8 @@
 """Turn what the user names (a known model, a folder, a hub id) into an exported model folder."""
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import sys
@@ -10,7 +12,6 @@ from pathlib import Path
 from npu_ep.errors import NpuEpError
 from npu_ep.export import onnx_export
 from npu_ep.export.weights import KNOWN_MODELS, ct2_model_dir, known_model, package_versions
-from npu_ep.paths import models_dir
 
 _EXPORT_EXTRA = "install the export extra: pip install -e '.[export]'"
 
@@ -27,30 +28,51 @@ def resolve_model(model: str | Path) -> Path:
             return path
         if not _is_hf_whisper(path) and not _is_ct2_folder(path):
             raise NpuEpError(f"{path}: not an exported model folder (export one with: npu-ep export --model tiny.en)")
-    name = str(model)
-    if name in KNOWN_MODELS and onnx_export.read_manifest(models_dir() / name) is not None:
-        return export_model(name)  # a no-op when up to date
-    if name in KNOWN_MODELS:
-        shown = _display(models_dir() / name)
-        print(f"npu-ep: exporting {name} to {shown} (first use, about a minute)", file=sys.stderr)
-    return export_model(model)
+    return _export(model, None, None, force=False, on_first_use=True)
 
 
 def export_model(source: str | Path, out_dir: str | Path | None = None, opset: int | None = None, force: bool = False) -> Path:
-    """Export `source` (known name, Hugging Face or CTranslate2 folder, or hub id) to ONNX; returns the folder."""
+    """Export `source` (known name, Hugging Face or CTranslate2 folder, or hub id) to ONNX; returns the folder.
+
+    A no-op when `out_dir` already holds an export of the same source with the same settings.
+    """
+    return _export(source, out_dir, opset, force, on_first_use=False)
+
+
+def _export(source: str | Path, out_dir: str | Path | None, opset: int | None, force: bool, on_first_use: bool) -> Path:
     name, kind, location, source_info = _describe(source)
     out = Path(out_dir).expanduser() if out_dir is not None else onnx_export.default_out_dir(name)
     build_key = {"export_version": onnx_export.EXPORT_VERSION, "source": source_info, "opset": opset}
     if not force and onnx_export.is_up_to_date(out, build_key):
-        print(f"npu-ep: {_display(out)} is up to date (use --force to rebuild)", file=sys.stderr)
+        if not on_first_use:  # resolve_model stays quiet when there is nothing to do
+            print(f"npu-ep: {_display(out)} is up to date (use --force to rebuild)", file=sys.stderr)
         return out
     onnx_export.check_writable(out)
     _require_export_extra()
+    with _exclusive(out):
+        # Another process may have finished the same export while this one waited for the lock.
+        if not force and onnx_export.is_up_to_date(out, build_key):
+            return out
+        _run_export(name, kind, location, source_info, build_key, out, opset, on_first_use)
+    return out
+
+
+@contextlib.contextmanager
+def _exclusive(out: Path):
+    """Serialise exports to the same folder (tests and engineers share models/)."""
+    with open(out.parent / f".{out.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _run_export(name: str, kind: str, location: str, source_info: dict, build_key: dict, out: Path, opset: int | None, on_first_use: bool) -> None:
     from tqdm import tqdm
 
-    # Nothing may reach a model hub at run time except an explicit hub id.
-    if kind != "hub":
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    if on_first_use:
+        print(f"npu-ep: exporting {name} to {_display(out)} (first use, about a minute)", file=sys.stderr)
     with tqdm(total=4, desc=f"export {name}", unit="step", file=sys.stderr) as bar:
         with tempfile.TemporaryDirectory(prefix=".hf-", dir=out.parent) as scratch:
             hf_dir = _prepare_hf_folder(kind, location, Path(scratch))
@@ -63,7 +85,6 @@ def export_model(source: str | Path, out_dir: str | Path | None = None, opset: i
         f"(max |Δ| vs PyTorch: encoder {check['encoder_max_abs_diff']:.1e}, logits {check['logits_max_abs_diff']:.1e})",
         file=sys.stderr,
     )
-    return out
 
 
 def _describe(source: str | Path) -> tuple[str, str, str, dict]:

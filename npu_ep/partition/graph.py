@@ -168,7 +168,8 @@ def resolve_shapes(model: onnx.ModelProto, candidates: list[Candidate], dims: di
         dims_ = value.type.tensor_type.shape.dim
         if dims_ and all(d.HasField("dim_value") for d in dims_):
             known[value.name] = [d.dim_value for d in dims_]
-    missing = [c.activation for c in candidates if c.activation not in known]
+    needed = [c.activation for c in candidates] + [c.node.input[1] for c in candidates if c.weight is None]
+    missing = [name for name in needed if name not in known]
     if missing:
         measured = _measure_shapes(model, bound, missing)
         known.update({name: shape for name, (shape, _) in measured.items()})
@@ -186,9 +187,7 @@ def resolve_shapes(model: onnx.ModelProto, candidates: list[Candidate], dims: di
             w_dims = list(constants[candidate.weight].dims)
             candidate.N = w_dims[0] if candidate.extra.get("trans_b") else w_dims[-1]
         else:
-            other = known.get(candidate.node.input[1]) or _measure_shapes(
-                model, bound, [candidate.node.input[1]])[candidate.node.input[1]][0]
-            candidate.N = other[-1]
+            candidate.N = known[candidate.node.input[1]][-1]
 
 
 def _measure_shapes(model: onnx.ModelProto, bound: dict[str, list[int]],

@@ -66,9 +66,10 @@ def _load(model: str | Path | onnx.ModelProto) -> tuple[onnx.ModelProto, str]:
 
 
 def plan(model: str | Path | onnx.ModelProto, device: str = "xdna1", dims: dict[str, int] | None = None,
-         calibration: cost.Calibration | None = None) -> Plan:
+         calibration: cost.Calibration | None = None, name: str | None = None) -> Plan:
     """Decide every candidate node's place for `device` (a profile name)."""
-    proto, name = _load(model)
+    proto, default_name = _load(model)
+    name = name or default_name
     profile = profiles.profile(device)
     cal = calibration or cost.calibration()
     candidates = graph.find_candidates(proto)
@@ -128,7 +129,7 @@ def partition_file(onnx_path: str | Path, device: str, force: bool = False) -> t
         if {p.key: p.value for p in existing.metadata_props}.get("npu_ep.source") == stamp:
             return target, None
     proto, _ = _load(onnx_path)
-    chosen = plan(proto, device)
+    chosen = plan(proto, device, name=f"{onnx_path.parent.name}/{onnx_path.stem}")
     partitioned = apply(proto, chosen)
     onnx.helper.set_model_props(partitioned, {**{p.key: p.value for p in partitioned.metadata_props},
                                               "npu_ep.source": stamp})

@@ -1,0 +1,239 @@
+"""The NPU provider on the emulated device: custom ops in real ORT sessions, resident weights, one
+dispatch per node, CPU fallback on every fault, int8 forms, and the tiny.en acceptance checks."""
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+import npu_ep
+from npu_ep.partition.planner import offloaded_count
+from npu_ep.provider import create_session, emulator
+from npu_ep.provider.xrt_backend import Backend, NpuFallbackWarning, fingerprint
+
+M, D = 1500, 384
+# bf16 keeps 8 significant bits: unit roundoff u = 2**-8. A GEMM of bf16-rounded operands with fp32
+# accumulation is off by about u relative to its largest terms; through a few stacked GEMMs with
+# residuals and layer norms the error stays a few u of the largest output value.
+BF16_U = 2.0 ** -8
+
+
+@pytest.fixture(autouse=True)
+def clean_device():
+    emulator.clear_faults()
+    emulator.stats.reset()
+    yield
+    emulator.clear_faults()
+
+
+def mlp_model(seed: int = 0) -> onnx.ModelProto:
+    """x[1, 1500, 384] -> MatMul + bias -> Relu -> MatMul -> y, and a Gemm on the 2-D view."""
+    rng = np.random.default_rng(seed)
+    w1, w2 = (rng.standard_normal((D, D), dtype=np.float32) / np.sqrt(D) for _ in range(2))
+    w3 = rng.standard_normal((D, D), dtype=np.float32) / np.sqrt(D)
+    bias = rng.standard_normal(D, dtype=np.float32)
+    nodes = [
+        helper.make_node("MatMul", ["x", "w1"], ["h1"], name="fc1"),
+        helper.make_node("Add", ["h1", "bias"], ["h2"]),
+        helper.make_node("Relu", ["h2"], ["h3"]),
+        helper.make_node("MatMul", ["h3", "w2"], ["h4"], name="fc2"),
+        helper.make_node("Reshape", ["h4", "flat"], ["h5"]),
+        helper.make_node("Gemm", ["h5", "w3", "bias"], ["y"], name="proj", transB=1),
+    ]
+    graph = helper.make_graph(
+        nodes, f"mlp{seed}", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, M, D])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [M, D])],
+        [numpy_helper.from_array(w1, "w1"), numpy_helper.from_array(w2, "w2"), numpy_helper.from_array(w3, "w3"),
+         numpy_helper.from_array(bias, "bias"), numpy_helper.from_array(np.array([M, D], np.int64), "flat")])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def features(seed: int = 1) -> np.ndarray:
+    return np.random.default_rng(seed).standard_normal((1, M, D), dtype=np.float32)
+
+
+def cpu_output(model: onnx.ModelProto, x: np.ndarray) -> np.ndarray:
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    return session.run(None, {"x": x})[0]
+
+
+def test_public_api_partition_and_session_options():
+    model = mlp_model()
+    partitioned = npu_ep.partition(model, device="xdna1")
+    assert offloaded_count(partitioned) == 3
+    so = npu_ep.session_options(device="emulator")
+    sess = ort.InferenceSession(partitioned.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    x = features()
+    out = sess.run(None, {"x": x})[0]
+    ref = cpu_output(model, x)
+    delta = np.abs(out - ref).max()
+    print(f"synthetic MLP on the emulated device: max |delta| = {delta:.4g} (max |ref| {np.abs(ref).max():.3g})")
+    assert 0 < delta <= 4 * BF16_U * np.abs(ref).max()  # nonzero: it really ran in bf16
+    assert emulator.stats.dispatches == 3
+
+
+def test_one_dispatch_per_projection_and_resident_weights():
+    rng = np.random.default_rng(3)
+    a = rng.standard_normal((1500, 512), dtype=np.float32)
+    w = rng.standard_normal((512, 512), dtype=np.float32)
+    backend = Backend("emulator")
+    for _ in range(3):
+        emulator.stats.reset()
+        out = backend.gemm("proj#x", "gemm_bf16_f32_npu1", a, lambda: w, fingerprint(w), cpu=lambda: a @ w)
+        assert emulator.stats.dispatches == 1
+        # Only the activation (bf16, its 1500 rows) goes over: the weight stayed on the device.
+        assert emulator.stats.bytes_to_device == 1500 * 512 * 2
+    assert backend.weight_uploads == 1
+    assert np.abs(out - a @ w).max() <= 4 * BF16_U * np.abs(a @ w).max()
+
+
+def test_a_different_weight_under_the_same_key_is_uploaded_again():
+    rng = np.random.default_rng(4)
+    a = rng.standard_normal((256, 384), dtype=np.float32)
+    w1, w2 = (rng.standard_normal((384, 384), dtype=np.float32) for _ in range(2))
+    backend = Backend("emulator")
+    first = backend.gemm("k", "gemm_bf16_f32_npu1", a, lambda: w1, fingerprint(w1), cpu=lambda: a @ w1).copy()
+    second = backend.gemm("k", "gemm_bf16_f32_npu1", a, lambda: w2, fingerprint(w2), cpu=lambda: a @ w2)
+    assert backend.weight_uploads == 2
+    assert np.abs(second - a @ w2).max() < np.abs(first - a @ w2).max()
+
+
+def test_two_sessions_in_one_process_keep_their_own_weights(tmp_path):
+    paths = []
+    for seed in (0, 5):
+        path = tmp_path / f"mlp{seed}.onnx"
+        onnx.save(mlp_model(seed), str(path))
+        paths.append(path)
+    sessions = [create_session(p, "emulator") for p in paths]
+    x = features()
+    for _ in range(2):  # interleaved runs: each session's nodes stay bound to its own resident state
+        for path, session in zip(paths, sessions):
+            ref = cpu_output(onnx.load(str(path)), x)
+            assert np.abs(session.run(None, {"x": x})[0] - ref).max() <= 4 * BF16_U * np.abs(ref).max()
+    assert [s.npu_backend.weight_uploads for s in sessions] == [3, 3]
+    assert (tmp_path / "mlp0.emulator.onnx").exists()  # the partitioned copy sits beside the original
+
+
+@pytest.mark.parametrize("fault", ["no_device", "busy", "bad_xclbin", "error", "timeout"])
+def test_each_fault_gives_the_cpu_result(tmp_path, fault):
+    path = tmp_path / "mlp.onnx"
+    onnx.save(mlp_model(), str(path))
+    session = create_session(path, "emulator")
+    x = features()
+    emulator.inject_fault(fault)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        out = session.run(None, {"x": x})[0]
+        session.run(None, {"x": x})
+    assert np.array_equal(out, cpu_output(onnx.load(str(path)), x))
+    messages = [str(w.message) for w in caught if issubclass(w.category, NpuFallbackWarning)]
+    print(messages)
+    cause = {"no_device": "No such device", "busy": "busy", "bad_xclbin": "not a valid xclbin",
+             "error": "ERT_CMD_STATE_ERROR", "timeout": "ERT_CMD_STATE_TIMEOUT"}[fault]
+    assert any(cause in m for m in messages)
+    # One warning per cause: setup faults stop the whole session's offload, run faults each node.
+    assert len(messages) == len(set(messages)) == (1 if fault in ("no_device", "busy", "bad_xclbin") else 3)
+
+
+def test_cpu_device_runs_partitioned_models_exactly():
+    model = mlp_model()
+    sess = ort.InferenceSession(npu_ep.partition(model).SerializeToString(), npu_ep.session_options(device="cpu"),
+                                providers=["CPUExecutionProvider"])
+    x = features()
+    assert np.array_equal(sess.run(None, {"x": x})[0], cpu_output(model, x))
+    assert emulator.stats.dispatches == 0
+
+
+# -- int8 forms -------------------------------------------------------------------------------------
+def _quantized(tmp_path, static: bool) -> tuple[onnx.ModelProto, onnx.ModelProto]:
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, quantize_dynamic, quantize_static
+
+    source, target = tmp_path / "float.onnx", tmp_path / "int8.onnx"
+    onnx.save(mlp_model(), str(source))
+    if static:
+        class Reader(CalibrationDataReader):
+            def __init__(self):
+                self.feeds = iter([{"x": features(seed)} for seed in range(4)])
+
+            def get_next(self):
+                return next(self.feeds, None)
+
+        quantize_static(str(source), str(target), Reader(), quant_format=QuantFormat.QDQ, op_types_to_quantize=["MatMul"])
+    else:
+        quantize_dynamic(str(source), str(target), op_types_to_quantize=["MatMul"])
+    quantized = onnx.load(str(target))
+    return quantized, npu_ep.partition(quantized, device="xdna1")
+
+
+def _run(model: onnx.ModelProto, device: str | None) -> np.ndarray:
+    options = npu_ep.session_options(device) if device else ort.SessionOptions()
+    session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    return session.run(None, {"x": features()})[0]
+
+
+def test_matmul_integer_runs_exactly_on_the_int8_kernel(tmp_path):
+    quantized, partitioned = _quantized(tmp_path, static=False)
+    ops = [n.op_type for n in partitioned.graph.node]
+    assert ops.count("NpuMatMulInteger") == 2 and "MatMulInteger" not in ops
+    out = _run(partitioned, "emulator")
+    assert emulator.stats.dispatches == 2
+    assert np.array_equal(out, _run(quantized, None))  # int8 x int8 -> int32 is exact
+
+
+def test_qdq_matmul_runs_on_the_int8_kernel(tmp_path):
+    quantized, partitioned = _quantized(tmp_path, static=True)
+    ops = [n.op_type for n in partitioned.graph.node]
+    assert ops.count("NpuQdqMatMul") + ops.count("NpuQdqMatMulU8") == 2 and "MatMul" not in ops
+    out, ref = _run(partitioned, "emulator"), _run(quantized, None)
+    assert emulator.stats.dispatches == 2
+    # The CPU fuses the same int32 products into QLinearMatMul; only the requantization rounding
+    # of the output may differ, by one step of the final output's quantization scale.
+    step = max(numpy_helper.to_array(i).max() for i in quantized.graph.initializer if i.name.endswith("_scale"))
+    print(f"QDQ on the emulated device: max |delta| = {np.abs(out - ref).max():.4g}, output scale step <= {step:.4g}")
+    assert np.abs(out - ref).max() <= 1.01 * step
+
+
+# -- tiny.en acceptance -----------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def jfk_features(jfk_path) -> np.ndarray:
+    from npu_ep.whisper.audio import load_audio
+    from npu_ep.whisper.features import log_mel_spectrogram
+
+    mel = log_mel_spectrogram(load_audio(jfk_path))
+    mel = np.pad(mel, ((0, 0), (0, max(0, 3000 - mel.shape[1]))), constant_values=mel.min())[:, :3000]
+    return mel[None].astype(np.float32)
+
+
+def test_tiny_en_encoder_on_the_emulated_xdna1(tiny_en_dir, jfk_features):
+    encoder = tiny_en_dir / "encoder_model.onnx"
+    session = create_session(encoder, "emulator")
+    offloaded = offloaded_count(onnx.load(str(tiny_en_dir / "encoder_model.emulator.onnx")))
+    assert offloaded == 24  # q, k, v, out, fc1, fc2 of 4 layers
+    ref = create_session(encoder, "cpu").run(None, {"input_features": jfk_features})[0]
+    to_device = []
+    for _ in range(2):
+        emulator.stats.reset()
+        out = session.run(None, {"input_features": jfk_features})[0]
+        assert emulator.stats.dispatches == offloaded
+        to_device.append(emulator.stats.bytes_to_device)
+    assert session.npu_backend.weight_uploads == offloaded  # once per session, not per run
+    weights = sum(4 * np.prod(i.dims) for i in onnx.load(str(encoder)).graph.initializer if len(i.dims) == 2
+                  and i.dims[0] in (384, 1536) and i.dims[1] in (384, 1536)) // 2  # bf16 on the device
+    assert to_device[0] - to_device[1] >= weights  # the first run carried the weights, the second did not
+    delta = np.abs(out - ref)
+    print(f"tiny.en encoder, jfk, emulated XDNA1 vs CPU: max |delta| = {delta.max():.4g}, "
+          f"mean {delta.mean():.3g}, max |ref| = {np.abs(ref).max():.3g}")
+    assert delta.max() <= 4 * BF16_U * np.abs(ref).max()
+
+
+def test_jfk_transcript_on_the_emulated_device_equals_cpu(tiny_en_dir, jfk_path):
+    cpu, _ = npu_ep.transcribe(jfk_path, tiny_en_dir, device="cpu")
+    npu, _ = npu_ep.transcribe(jfk_path, tiny_en_dir, device="emulator")
+    cpu_text = " ".join(s.text.strip() for s in cpu)
+    print(f"CPU: {cpu_text}")
+    assert "ask not what your country can do for you" in cpu_text.lower()
+    assert [s.text for s in npu] == [s.text for s in cpu]
