@@ -11,9 +11,4 @@ def session_options(device: str = "auto"):
 
     return _session_options(device)
 
-
-def partition(model_path_or_proto, device: str = "xdna1"):
-    """The onnx.ModelProto with the MatMuls worth the NPU rewritten into provider ops (npu_ep.partition)."""
-    from npu_ep.partition.planner import partition as _partition
-
-    return _partition(model_path_or_proto, device)
+from npu_ep import partition  # noqa: E402,F401  (callable: npu_ep.partition(model, device="xdna1"))

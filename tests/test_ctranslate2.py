@@ -75,6 +75,16 @@ def test_reads_the_real_tiny_en_package():
     assert model.aliases["decoder/projection/weight"] == "decoder/embeddings/weight"
 
 
+def test_base_parts_are_joined_once_into_a_loadable_folder():
+    folder = ct2_model_dir("base")
+    assert sorted(p.name for p in folder.iterdir() if not p.name.startswith(".")) == [
+        "config.json", "model.bin", "tokenizer.json", "vocabulary.txt"]
+    dims = ct2_dims(read_model_bin(folder / "model.bin"))
+    assert (dims["n_audio_state"], dims["n_text_layer"], dims["n_text_head"], dims["n_vocab"]) == (512, 6, 8, 51865)
+    stamp = (folder / "model.bin").stat().st_mtime_ns
+    assert ct2_model_dir("base") == folder and (folder / "model.bin").stat().st_mtime_ns == stamp
+
+
 def _offsets(data: bytes) -> tuple[int, int]:
     """Byte offsets of the first variable's dtype byte and of the end of its header."""
     name_len = struct.unpack_from("<H", data, 4)[0]

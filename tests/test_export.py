@@ -132,7 +132,7 @@ def test_reexport_is_a_no_op_that_never_loads_torch(random_model_dir):
     assert (random_model_dir / "manifest.json").stat().st_mtime_ns == before
 
 
-def test_force_rebuilds_and_a_damaged_folder_is_stale(random_model_dir, tmp_path):
+def test_changed_settings_and_force_rebuild_and_a_damaged_folder_is_stale(random_model_dir, tmp_path):
     manifest = json.loads((random_model_dir / "manifest.json").read_text())
     copy = tmp_path / "copy"
     shutil.copytree(random_model_dir, copy)
@@ -140,9 +140,12 @@ def test_force_rebuilds_and_a_damaged_folder_is_stale(random_model_dir, tmp_path
     assert not is_up_to_date(copy, {**manifest["build_key"], "opset": 17})
     stray = copy / "encoder_model.xdna1.onnx"  # a derived file, stale after a rebuild
     stray.write_bytes(b"x")
-    export_model(manifest["source"]["path"], out_dir=copy, force=True)
+    export_model(manifest["source"]["path"], out_dir=copy, opset=17)  # other settings: rebuilt
     rebuilt = json.loads((copy / "manifest.json").read_text())
-    assert rebuilt["files"]["encoder_model.onnx"] and not stray.exists()
+    assert rebuilt["opset"] == 17 and rebuilt["build_key"]["opset"] == 17 and not stray.exists()
+    inode = (copy / "manifest.json").stat().st_ino
+    export_model(manifest["source"]["path"], out_dir=copy, opset=17, force=True)
+    assert (copy / "manifest.json").stat().st_ino != inode
     with (copy / "decoder_model.onnx").open("ab") as file:
         file.write(b"\0")
     assert not is_up_to_date(copy, rebuilt["build_key"])
@@ -201,6 +204,7 @@ def test_tiny_en_transcribes_jfk(tiny_en_dir, jfk_path):
     from transformers import WhisperFeatureExtractor
 
     audio, rate = soundfile.read(jfk_path, dtype="float32")
+    audio = audio.mean(axis=1) if audio.ndim == 2 else audio  # the clip is stereo
     audio = soxr.resample(audio, rate, 16000) if rate != 16000 else audio
     features = WhisperFeatureExtractor.from_pretrained(tiny_en_dir)(audio, sampling_rate=16000, return_tensors="np").input_features
     hidden = session(tiny_en_dir / "encoder_model.onnx").run(None, {"input_features": features})[0]
@@ -246,6 +250,12 @@ def test_unwritable_output_folder(tmp_path):
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")
     assert_one_line_error(run_cli("export", "--model", "tiny.en", "--out", str(blocker / "tiny.en")), "cannot write", "--out")
+
+
+def test_refuses_to_replace_a_folder_that_is_not_an_export(tmp_path):
+    (tmp_path / "keep.txt").write_text("user data")
+    assert_one_line_error(run_cli("export", "--model", "tiny.en", "--out", str(tmp_path)), "not an exported model folder")
+    assert (tmp_path / "keep.txt").read_text() == "user data"
 
 
 def test_hub_id_without_network(tmp_path):

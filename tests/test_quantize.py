@@ -129,9 +129,11 @@ def test_sensitivity_ranks_every_encoder_matmul(random_model_dir: Path, jfk_path
 
 def cli_error(capsys: pytest.CaptureFixture, *argv: str) -> str:
     assert main(["quantize", *argv]) == 2
-    err = capsys.readouterr().err.strip()
-    assert err.startswith("npu-ep: error: ") and "\n" not in err, err
-    return err
+    err = capsys.readouterr().err
+    # Progress bars may come first (carriage-return updates); the error itself is one line, no traceback.
+    errors = [line for line in err.splitlines() if "npu-ep: error: " in line]
+    assert len(errors) == 1 and "Traceback" not in err, err
+    return errors[0].split("npu-ep: error: ", 1)[1]
 
 
 def test_refuses_a_folder_that_is_not_a_model(capsys: pytest.CaptureFixture, tmp_path: Path) -> None:

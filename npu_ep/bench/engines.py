@@ -13,11 +13,14 @@ from typing import Any
 import numpy as np
 
 from npu_ep.whisper.audio import SAMPLE_RATE
-# Whisper's reference decoding settings, used by every engine that exposes them.
-TEMPERATURES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
+from npu_ep.whisper.decoding import TEMPERATURES
+
+# Whisper's reference decoding settings, given explicitly to every engine that exposes them.
 LOGPROB_THRESHOLD = -1.0
 NO_SPEECH_THRESHOLD = 0.6
 COMPRESSION_RATIO_THRESHOLD = 2.4
+# Our pipeline's stage split, from the timing it returns.
+STAGES = ("features", "encoder", "decoder")
 
 
 class EngineUnavailable(Exception):
@@ -59,10 +62,6 @@ class OursEngine(Engine):
         self.pipeline: Any = None
 
     def locate(self, model: str, fp32_dir: Path) -> Path:
-        import npu_ep
-
-        if not hasattr(npu_ep, "Pipeline"):
-            raise EngineUnavailable("npu_ep.Pipeline is not available in this checkout")
         if not self.quantization:
             return fp32_dir
         from npu_ep.export.onnx_export import read_manifest
@@ -98,7 +97,7 @@ class OursEngine(Engine):
             no_speech_threshold=NO_SPEECH_THRESHOLD,
             progress=False,
         )
-        stages = {stage: getattr(info.timing, stage) for stage in ("features", "encoder", "decoder")}
+        stages = {stage: getattr(info.timing, stage) for stage in STAGES}
         return "".join(segment.text for segment in segments).strip(), stages
 
 
@@ -193,7 +192,7 @@ class OptimumEngine(Engine):
 def ct2_weights_dir(model: str) -> Path:
     """The CTranslate2 folder (model.bin, tokenizer.json) holding `model`'s original weights."""
     from npu_ep.errors import NpuEpError
-    from npu_ep.export.weights import ct2_model_dir
+    from npu_ep.export import ct2_model_dir
 
     try:
         return ct2_model_dir(model)

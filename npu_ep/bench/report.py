@@ -79,7 +79,7 @@ def markdown(report: dict[str, Any]) -> str:
     lines += [
         "",
         f"{len(report['files'])} file{'s' if len(report['files']) != 1 else ''}, {sum(f['audio_seconds'] for f in report['files']):.1f} s of audio; "
-        f"{settings['threads']} threads, {settings['repeat']} timed rounds after one warm-up, median shown; "
+        f"threads={settings['threads']}, median of {settings['repeat']} timed round(s) after one untimed warm-up; "
         f"each engine in its own process, requests interleaved. Load average "
         f"{machine['load_average_before'][0]:.2f} before, {machine['load_average_after'][0]:.2f} after"
         + (f"; other processes used {100 * share:.0f}% of the {machine['cpus']} CPUs during the run" if share is not None else "")
@@ -88,7 +88,7 @@ def markdown(report: dict[str, Any]) -> str:
     if share is not None and share > 0.1:
         lines.append("**The machine was busy during this run: the figures are noisier and slower than on an idle machine.**")
     if report.get("npu_markdown"):
-        lines += ["", "## NPU", "", report["npu_markdown"].strip()]
+        lines += ["", report["npu_markdown"].strip()]
     return "\n".join(lines) + "\n"
 
 
@@ -122,7 +122,9 @@ def write_png(report: dict[str, Any], path: Path) -> None:
         axes.text(speed, position, " " + text, va="center", fontsize=8)
     axes.set_xlim(0, max(speeds, default=1.0) * 1.35)
     axes.set_xlabel("× realtime (audio seconds / wall seconds, median; higher is faster)")
-    axes.set_title(f"npu-ep bench: {report['settings']['threads']} threads, {len(report['files'])} files")
+    share = report["machine"].get("other_processes_cpu_share")
+    busy = f"; other processes used {100 * share:.0f}% of the CPUs" if share is not None and share > 0.1 else ""
+    axes.set_title(f"npu-ep bench: threads={report['settings']['threads']}, {len(report['files'])} files{busy}")
     figure.tight_layout()
     figure.savefig(path, dpi=120)
     plt.close(figure)

@@ -21,10 +21,8 @@ from typing import IO, Any
 import numpy as np
 from tqdm import tqdm
 
-from npu_ep.bench.engines import ENGINES, EngineUnavailable
+from npu_ep.bench.engines import ENGINES, STAGES, EngineUnavailable
 from npu_ep.metrics import word_errors
-
-STAGES = ("features", "encoder", "decoder")
 
 
 class WorkerFailed(Exception):
@@ -121,7 +119,9 @@ def measure(
     log_dir.mkdir(parents=True, exist_ok=True)
     runs: list[Run] = []
     facts: dict[str, Any] = {"load_average_before": os.getloadavg()}
+    busy_start, own_start, wall_start = _cpu_busy_seconds(), _own_cpu_seconds(), time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="npu-ep-bench-") as scratch:
+        # Decode once for all engines, so file reading and resampling stay outside every figure.
         decoded: list[Path] = []
         durations: dict[str, float] = {}
         for index, path in enumerate(files):
@@ -130,77 +130,9 @@ def measure(
             decoded.append(Path(scratch) / f"{index}.npy")
             np.save(decoded[-1], audio.astype(np.float32))
         facts["durations"] = durations
-
-        workers: list[tuple[Worker, list[Run]]] = []
-        busy_start, own_start, wall_start = _cpu_busy_seconds(), _own_cpu_seconds(), time.perf_counter()
-        try:
-            for model, fp32_dir in models.items():
-                for engine in engines:
-                    group = [Run(model, engine, beam) for beam in beam_sizes]
-                    runs += group
-                    try:
-                        source = ENGINES[engine].locate(model, fp32_dir)
-                    except EngineUnavailable as error:
-                        _mark(group, "skipped", str(error))
-                        continue
-                    print(f"loading {engine} on {model} ({source})", file=sys.stderr)
-                    log = open(log_dir / f"{engine}-{model}.log", "w")
-                    try:
-                        worker = Worker(engine, source, threads, log)
-                    except WorkerFailed as error:
-                        log.close()
-                        _mark(group, "failed", f"{error} (log: {log.name})")
-                        continue
-                    for run in group:
-                        run.source, run.load_seconds = str(source), worker.load_seconds
-                    workers.append((worker, group))
-
-            steps = (repeat + 1) * len(files) * len(beam_sizes) * len(workers)
-            with tqdm(total=steps, desc="bench", unit="file", file=sys.stderr) as progress:
-                for round_index in range(repeat + 1):
-                    for worker, group in list(workers):
-                        for run in group:
-                            run.stage_rounds.append(dict.fromkeys(STAGES, 0.0))
-                            run.round_seconds.append(0.0)
-                            run.round_cpu_seconds.append(0.0)
-                    for path, npy in zip(files, decoded):
-                        for beam_index, beam in enumerate(beam_sizes):
-                            for worker, group in list(workers):
-                                run = group[beam_index]
-                                progress.set_postfix_str(f"{run.engine} {run.model} {path.name}")
-                                try:
-                                    answer = worker.transcribe(npy, beam)
-                                except WorkerFailed as error:
-                                    _mark(group, "failed", f"{error} (log: {worker.log.name})")
-                                    workers.remove((worker, group))
-                                    continue
-                                finally:
-                                    progress.update(1)
-                                run.round_seconds[-1] += answer["seconds"]
-                                run.round_cpu_seconds[-1] += answer["cpu_seconds"]
-                                for stage, seconds in answer["stages"].items():
-                                    run.stage_rounds[-1][stage] = run.stage_rounds[-1].get(stage, 0.0) + seconds
-                                if round_index:  # round 0 is the untimed warm-up
-                                    run.file_seconds.setdefault(path.name, []).append(answer["seconds"])
-                                run.texts[path.name] = answer["text"]
-            for worker, group in workers:
-                try:
-                    peak = worker.close()
-                except WorkerFailed as error:
-                    _mark(group, "failed", str(error))
-                    continue
-                for run in group:
-                    run.peak_rss_mb = peak
-        finally:
-            for worker, _ in workers:
-                if worker.process.poll() is None:
-                    worker.process.kill()
-                    worker.process.wait()
-                worker.log.close()
-    for run in runs:
-        # Drop the warm-up round now that every answer is in.
-        run.round_seconds, run.round_cpu_seconds = run.round_seconds[1:], run.round_cpu_seconds[1:]
-        run.stage_rounds = run.stage_rounds[1:]
+        # One model at a time: its engines interleave, and only one model's workers hold memory.
+        for model, fp32_dir in models.items():
+            runs += _measure_model(model, fp32_dir, list(zip(files, decoded)), engines, beam_sizes, threads, repeat, log_dir)
 
     wall = time.perf_counter() - wall_start
     busy_end = _cpu_busy_seconds()
@@ -211,6 +143,93 @@ def measure(
         other = (busy_end - busy_start) - (_own_cpu_seconds() - own_start)
         facts["other_processes_cpu_share"] = max(0.0, other / (wall * (os.cpu_count() or 1)))
     return runs, facts
+
+
+def _measure_model(
+    model: str,
+    fp32_dir: Path,
+    inputs: list[tuple[Path, Path]],
+    engines: list[str],
+    beam_sizes: list[int],
+    threads: int,
+    repeat: int,
+    log_dir: Path,
+) -> list[Run]:
+    runs: list[Run] = []
+    workers: list[tuple[Worker, list[Run]]] = []
+    try:
+        for engine in engines:
+            group = [Run(model, engine, beam) for beam in beam_sizes]
+            runs += group
+            try:
+                source = ENGINES[engine].locate(model, fp32_dir)
+            except EngineUnavailable as error:
+                _mark(group, "skipped", str(error))
+                continue
+            print(f"loading {engine} on {model} ({source})", file=sys.stderr)
+            log = open(log_dir / f"{engine}-{model}.log", "w")
+            try:
+                worker = Worker(engine, source, threads, log)
+            except WorkerFailed as error:
+                log.close()
+                _mark(group, "failed", f"{error} (log: {log.name})")
+                continue
+            for run in group:
+                run.source, run.load_seconds = str(source), worker.load_seconds
+            workers.append((worker, group))
+
+        steps = (repeat + 1) * len(inputs) * len(beam_sizes) * len(workers)
+        with tqdm(total=steps, desc=f"bench {model}", unit="file", file=sys.stderr) as progress:
+            for round_index in range(repeat + 1):
+                for _, group in workers:
+                    for run in group:
+                        run.stage_rounds.append(dict.fromkeys(STAGES, 0.0))
+                        run.round_seconds.append(0.0)
+                        run.round_cpu_seconds.append(0.0)
+                # Rotate who goes first each round, so no engine always follows the same neighbour.
+                shift = round_index % max(len(workers), 1)
+                order = workers[shift:] + workers[:shift]
+                for path, npy in inputs:
+                    for beam_index, beam in enumerate(beam_sizes):
+                        for worker, group in list(order):
+                            if (worker, group) not in workers:
+                                continue  # failed earlier in this round
+                            run = group[beam_index]
+                            progress.set_postfix_str(f"{run.engine} {path.name}")
+                            try:
+                                answer = worker.transcribe(npy, beam)
+                            except WorkerFailed as error:
+                                _mark(group, "failed", f"{error} (log: {worker.log.name})")
+                                workers.remove((worker, group))
+                                continue
+                            finally:
+                                progress.update(1)
+                            run.round_seconds[-1] += answer["seconds"]
+                            run.round_cpu_seconds[-1] += answer["cpu_seconds"]
+                            for stage, seconds in answer["stages"].items():
+                                run.stage_rounds[-1][stage] += seconds
+                            if round_index:  # round 0 is the untimed warm-up
+                                run.file_seconds.setdefault(path.name, []).append(answer["seconds"])
+                            run.texts[path.name] = answer["text"]
+        for worker, group in workers:
+            try:
+                peak = worker.close()
+            except WorkerFailed as error:
+                _mark(group, "failed", f"{error} (log: {worker.log.name})")
+                continue
+            for run in group:
+                run.peak_rss_mb = peak
+    finally:
+        for worker, _ in workers:
+            if worker.process.poll() is None:
+                worker.process.kill()
+                worker.process.wait()
+            worker.log.close()
+    for run in runs:
+        # Drop the untimed warm-up round.
+        run.round_seconds, run.round_cpu_seconds = run.round_seconds[1:], run.round_cpu_seconds[1:]
+        run.stage_rounds = run.stage_rounds[1:]
+    return runs
 
 
 def _mark(group: list[Run], status: str, note: str) -> None:
@@ -229,7 +248,7 @@ def summarize(run: Run, durations: dict[str, float], references: dict[str, str])
         return summary
     audio_seconds = sum(durations[name] for name in run.file_seconds)
     wall = statistics.median(run.round_seconds)
-    stages = {stage: statistics.median(r.get(stage, 0.0) for r in run.stage_rounds) for stage in STAGES}
+    stages = {stage: statistics.median(r[stage] for r in run.stage_rounds) for stage in STAGES}
     errors = words = 0
     files = []
     for name, seconds in run.file_seconds.items():

@@ -14,9 +14,13 @@ import tempfile
 import time
 from importlib import metadata
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from npu_ep.errors import NpuEpError
 from npu_ep.paths import models_dir
+
+if TYPE_CHECKING:  # numpy loads inside functions, with the rest of the export stack
+    import numpy as np
 
 ONNX_FILES = ("encoder_model.onnx", "decoder_model.onnx", "decoder_with_past_model.onnx")
 CONFIG_FILES = (
@@ -60,7 +64,10 @@ def is_up_to_date(folder: Path, build_key: dict) -> bool:
 
 
 def check_writable(out_dir: Path) -> None:
-    """Fail early, in one line, when the export could not be written to `out_dir`'s parent."""
+    """Fail early, in one line, when the export could not be written to `out_dir`'s parent, or would
+    replace a folder that is not an export (the old folder is replaced whole)."""
+    if out_dir.is_file() or (out_dir.is_dir() and any(out_dir.iterdir()) and read_manifest(out_dir) is None):
+        raise NpuEpError(f"{out_dir}: exists and is not an exported model folder (choose a new or empty folder with --out)")
     try:
         out_dir.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryFile(dir=out_dir.parent):
@@ -127,7 +134,7 @@ def _run_exporter(hf_dir: Path, output: Path, opset: int | None) -> None:
         raise RuntimeError(f"optimum's exporter did not write {', '.join(missing)}")
 
 
-def _check_features(feature_extractor) -> "object":
+def _check_features(feature_extractor) -> "np.ndarray":
     """Log-mel features of a made-up 5 s signal (tones + noise), so the check sees speech-like ranges."""
     import numpy as np
 

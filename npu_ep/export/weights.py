@@ -76,14 +76,14 @@ def package_dir(package: WeightsPackage, install: bool = True) -> Path:
     return found
 
 
-def package_versions(model: KnownModel) -> dict[str, str]:
-    """Installed versions of the model's packages (part of the export's up-to-date key)."""
-    versions = {}
+def package_versions(model: KnownModel) -> dict[str, str | None]:
+    """Installed versions of the model's packages, None for a missing one (part of the up-to-date key)."""
+    versions: dict[str, str | None] = {}
     for package in model.packages:
         try:
             versions[package.distribution] = importlib.metadata.version(package.distribution)
         except importlib.metadata.PackageNotFoundError:
-            versions[package.distribution] = "unknown"
+            versions[package.distribution] = None
     return versions
 
 

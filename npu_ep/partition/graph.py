@@ -86,7 +86,7 @@ def find_candidates(model: onnx.ModelProto) -> list[Candidate]:
             a, b = node.input
             dq_a, dq_b = producers.get(a), producers.get(b)
             if b in constants:
-                found.append(Candidate(node, "matmul", a, b))
+                found.append(Candidate(node, "matmul", a, b, unsupported=_not_float(constants[b])))
             elif (dq_a is not None and dq_b is not None and dq_a.op_type == dq_b.op_type == "DequantizeLinear"
                   and dq_b.input[0] in constants):
                 found.append(_qdq(node, dq_a, dq_b, constants))
@@ -100,6 +100,11 @@ def find_candidates(model: onnx.ModelProto) -> list[Candidate]:
     return found
 
 
+def _not_float(weight: onnx.TensorProto) -> str:
+    return "" if weight.data_type == onnx.TensorProto.FLOAT and len(weight.dims) == 2 else \
+        "weight is not a 2-D float32 tensor"
+
+
 def _attrs(node: onnx.NodeProto) -> dict:
     return {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
 
@@ -107,7 +112,9 @@ def _attrs(node: onnx.NodeProto) -> dict:
 def _gemm(node, constants) -> Candidate:
     attrs = _attrs(node)
     candidate = Candidate(node, "gemm", node.input[0], node.input[1], extra={"trans_b": int(attrs.get("transB", 0))})
-    if attrs.get("transA", 0) or attrs.get("alpha", 1.0) != 1.0 or attrs.get("beta", 1.0) != 1.0:
+    if _not_float(constants[node.input[1]]):
+        candidate.unsupported = _not_float(constants[node.input[1]])
+    elif attrs.get("transA", 0) or attrs.get("alpha", 1.0) != 1.0 or attrs.get("beta", 1.0) != 1.0:
         candidate.unsupported = "Gemm with transA or alpha/beta != 1"
     elif len(node.input) < 3 or not node.input[2]:
         candidate.unsupported = "Gemm without bias input"

@@ -2,8 +2,8 @@
 
 Each new node keeps the original inputs (weights stay initializers) and carries two attributes:
 `node_key` (node name + digest of its weight: stable across runs, distinct across models) and
-`kernel` (the manifest entry to run). Attributes are strings: onnxruntime-extensions reads every
-Python-op attribute as a string and casts it.
+`kernel` (the manifest entry to run). Attribute types must match the op's declaration exactly
+(onnxruntime-extensions refuses a node otherwise).
 """
 from __future__ import annotations
 
@@ -58,7 +58,7 @@ def _custom_node(candidate: Candidate, kernel: str, key: str, graph: onnx.GraphP
         return helper.make_node("NpuMatMul", list(node.input), list(node.output), name=name, domain=DOMAIN, **attrs)
     if candidate.kind == "gemm":
         return helper.make_node("NpuGemm", list(node.input[:3]), list(node.output), name=name, domain=DOMAIN,
-                                trans_b=str(candidate.extra["trans_b"]), **attrs)
+                                trans_b=int(candidate.extra["trans_b"]), **attrs)
     if candidate.kind == "matmul_integer":
         inputs = list(node.input[:3])
         inputs.append(_zero_int8(graph, "npu_ep_zero_int8") if candidate.extra["w_zero_missing"] else node.input[3])

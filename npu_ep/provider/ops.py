@@ -22,7 +22,6 @@ from onnxruntime_extensions._ocos import Opdef
 from npu_ep.provider import cpu_ops
 from npu_ep.provider.xrt_backend import Backend, fingerprint, npu_present
 
-DOMAIN = "ai.onnx.contrib"
 _F, _I8, _U8, _I32, _STR, _INT = (PyCustomOpDef.dt_float, PyCustomOpDef.dt_int8, PyCustomOpDef.dt_uint8,
                                   PyCustomOpDef.dt_int32, PyCustomOpDef.dt_string, PyCustomOpDef.dt_int64)
 _KEYS = {"node_key": _STR, "kernel": _STR}
@@ -153,5 +152,3 @@ def npu_qdq_matmul_u8(a_q, a_scale, a_zero, w_q, w_scale, w_zero, node_key: str,
     """As NpuQdqMatMul, for uint8 activations."""
     return _qdq(a_q, a_scale, a_zero, w_q, w_scale, w_zero, node_key, kernel)
 
-
-OP_TYPES = ("NpuMatMul", "NpuGemm", "NpuMatMulInteger", "NpuQdqMatMul", "NpuQdqMatMulU8")

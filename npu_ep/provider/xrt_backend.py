@@ -23,6 +23,7 @@ from npu_ep.provider import kernels
 from npu_ep.provider.kernels import DTYPES, KernelEntry
 
 RUN_TIMEOUT_MS = 10_000
+emitted: set[str] = set()  # fallback warnings already shown in this process (each cause once)
 
 
 class NpuFallbackWarning(UserWarning):
@@ -156,7 +157,10 @@ class Backend:
     def _warn(self, message: str) -> None:
         if message not in self.warnings:
             self.warnings.append(message)
-            warnings.warn(message, NpuFallbackWarning, stacklevel=4)
+        if message not in emitted:
+            emitted.add(message)
+            # No source line in the output: the cause is the whole message.
+            warnings.warn_explicit(message, NpuFallbackWarning, "npu-ep", 0)
 
     def _open(self):
         if self._device is None:

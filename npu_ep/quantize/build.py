@@ -19,15 +19,15 @@ DEFAULT_EXCLUDE: dict[str, list[str]] = {"dynamic": [], "static": []}
 
 
 def matching_nodes(onnx_path: Path, patterns: list[str]) -> list[str]:
-    """Names of the nodes of `onnx_path` that `patterns` pick out.
+    """Names of the MatMul nodes (the only ones quantized) of `onnx_path` that `patterns` pick out.
 
     A pattern is a glob matched anywhere in "<file stem>:<node name>", e.g. "fc2" or "encoder_model:*layers.3/fc2".
     """
     import onnx
 
     graph = onnx.load(onnx_path, load_external_data=False).graph
-    return [node.name for node in graph.node
-            if any(fnmatch.fnmatchcase(f"{onnx_path.stem}:{node.name}", f"*{p}*") for p in patterns)]
+    return [node.name for node in graph.node if node.op_type == "MatMul"
+            and any(fnmatch.fnmatchcase(f"{onnx_path.stem}:{node.name}", f"*{p}*") for p in patterns)]
 
 
 def quantize_model(model: str | Path, mode: str, out: str | Path | None = None, *,
@@ -108,6 +108,6 @@ def _describe(source: Path, manifest: dict, mode: str, form: str, method: str, p
         how["activations"] = "uint8, quantized at run time" if form == "matmul-integer" else "int8 blocks at run time (accuracy level 4)"
     else:
         how["form"] = "qdq"
-        how["activations"] = f"int8 symmetric, ranges calibrated with {method}"
+        how["activations"] = f"int8 with zero point, ranges calibrated with {method}"
         how["calibration"] = {"method": method, "clips": [clip.name for clip in calib_clips]}
     return how

@@ -38,17 +38,14 @@ def shipped_clips() -> list[Path]:
 def split_clips(calibration: list[str] | None, evaluation: list[str] | None, static: bool) -> tuple[list[Path], list[Path]]:
     """(calibration clips, evaluation clips), never sharing a file, so the report is calibration-independent.
 
-    When both default to the shipped clips, every other clip calibrates and the rest evaluate.
+    By default every other shipped clip calibrates and the rest evaluate.
     """
     shipped = shipped_clips() if calibration is None or evaluation is None else []
     if not static:
         return [], audio_files(evaluation) if evaluation is not None else shipped
-    if calibration is None and evaluation is None:
-        calib, held_out = shipped[0::2], shipped[1::2]
-    else:
-        calib = audio_files(calibration) if calibration is not None else shipped
-        chosen = {p.resolve() for p in calib}
-        held_out = [p for p in (audio_files(evaluation) if evaluation is not None else shipped) if p.resolve() not in chosen]
+    calib = audio_files(calibration) if calibration is not None else shipped[0::2]
+    chosen = {p.resolve() for p in calib}
+    held_out = [p for p in (audio_files(evaluation) if evaluation is not None else shipped) if p.resolve() not in chosen]
     if len(calib) < MIN_CALIBRATION_CLIPS:
         raise NpuEpError(f"{len(calib)} calibration clip(s) given; static quantization needs at least "
                          f"{MIN_CALIBRATION_CLIPS} (pass more audio files or a folder with --calibration)")

@@ -29,7 +29,8 @@ def quantize_static_file(source: Path, target: Path, feeds: list[dict[str, np.nd
             # One feed per calibration pass: the encoder's intermediate tensors of every clip at once
             # would hold gigabytes; ranges and histograms merge across passes.
             "CalibStridedMinMax": 1,
-            # Zero-point-free activations keep the kernel a plain int8 x int8 -> int32 product.
-            "ActivationSymmetric": True,
+            # Activations keep their zero point (asymmetric): post-GELU inputs are nearly one-sided, and on
+            # tiny.en's encoder this took the output cosine from 0.86 to 0.92 over symmetric ranges.
+            "ActivationSymmetric": False,
         },
     )

@@ -18,6 +18,10 @@ from npu_ep.whisper.tokenizer import WhisperTokenizer
 # A window decoded above this temperature is too shaky to prompt the next one (openai/whisper's rule).
 _PROMPT_RESET_TEMPERATURE = 0.5
 _PROGRESS_MIN_SECONDS = 60.0
+# A window quieter than -60 dBFS RMS holds no speech; Whisper would still "hear" a word in it (tiny.en says
+# " you" to digital silence with a confident enough log-prob to pass the no-speech rule), so it is skipped
+# before the encoder runs.
+_SILENCE_RMS = 1e-3
 
 
 @dataclass
@@ -157,7 +161,13 @@ class Pipeline:
                 if len(samples) == 0:
                     break  # the file held fewer samples than its header announced
                 segment_frames = min(WINDOW_FRAMES, content_frames - seek, -(-len(samples) // HOP_LENGTH))
-                features = log_mel_spectrogram(samples[: segment_frames * HOP_LENGTH], self.model.n_mels)
+                samples = samples[: segment_frames * HOP_LENGTH]
+                if np.sqrt(np.mean(np.square(samples, dtype=np.float64))) < _SILENCE_RMS:
+                    timing.features += time.perf_counter() - clock
+                    seek += segment_frames
+                    bar.update(min(round(seek * FRAME_SECONDS, 2), bar.total) - bar.n)
+                    continue
+                features = log_mel_spectrogram(samples, self.model.n_mels)
                 # Past the end of the audio the encoder sees zeros, as faster-whisper feeds it, not the log
                 # floor of silence openai/whisper feeds: tiny.en then decodes short clips far more reliably
                 # (3 of the 4 clips in samples/ lose a word with the floor, none with zeros).

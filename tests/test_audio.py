@@ -1,0 +1,127 @@
+"""Audio in: formats, sample widths, channel counts and rates down to 16 kHz mono; streaming; bad files."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from npu_ep.errors import NpuEpError
+from npu_ep.whisper.audio import SAMPLE_RATE, AudioSource, load_audio
+
+
+def _tone(rate: int, seconds: float, hz: float = 440.0, channels: int = 1) -> np.ndarray:
+    t = np.arange(int(rate * seconds)) / rate
+    wave = 0.5 * np.sin(2 * np.pi * hz * t)
+    return np.repeat(wave[:, None], channels, axis=1) if channels > 1 else wave
+
+
+def _peak_hz(samples: np.ndarray) -> float:
+    spectrum = np.abs(np.fft.rfft(samples * np.hanning(len(samples))))
+    return float(np.fft.rfftfreq(len(samples), 1 / SAMPLE_RATE)[spectrum.argmax()])
+
+
+@pytest.mark.parametrize(
+    ("ext", "subtype", "rate", "channels"),
+    [
+        ("wav", "PCM_U8", 8000, 1),
+        ("wav", "PCM_16", 44100, 2),
+        ("wav", "PCM_24", 48000, 6),
+        ("wav", "PCM_32", 22050, 1),
+        ("wav", "FLOAT", 16000, 2),
+        ("flac", "PCM_24", 96000, 2),
+        ("ogg", "VORBIS", 32000, 1),
+        ("mp3", "MPEG_LAYER_III", 44100, 2),
+    ],
+)
+def test_formats_become_16k_mono(tmp_path: Path, ext: str, subtype: str, rate: int, channels: int) -> None:
+    path = tmp_path / f"tone.{ext}"
+    sf.write(path, _tone(rate, 2.0, channels=channels), rate, subtype=subtype)
+    audio = load_audio(path)
+    assert audio.dtype == np.float32 and audio.ndim == 1
+    assert abs(len(audio) - 2 * SAMPLE_RATE) < 0.03 * SAMPLE_RATE  # mp3 adds a few ms of codec delay
+    assert abs(_peak_hz(audio) - 440.0) < 2.0
+    assert 0.4 < np.abs(audio).max() < 0.6
+
+
+def test_downmix_averages_channels(tmp_path: Path) -> None:
+    left = _tone(16000, 1.0)
+    path = tmp_path / "opposite.wav"
+    sf.write(path, np.stack([left, -left * 0.5], axis=1), 16000, subtype="FLOAT")
+    np.testing.assert_allclose(load_audio(path), left * 0.25, atol=1e-6)
+
+
+def test_array_input_any_layout_and_rate() -> None:
+    stereo = _tone(8000, 1.0, channels=2).astype(np.float32)
+    as_rows = load_audio(stereo, sample_rate=8000)
+    as_columns = load_audio(stereo.T, sample_rate=8000)
+    assert len(as_rows) == SAMPLE_RATE
+    np.testing.assert_allclose(as_rows, as_columns)
+    assert abs(_peak_hz(as_rows) - 440.0) < 2.0
+
+
+def test_jfk_is_stereo_24bit_44k(jfk_path: Path) -> None:
+    info = sf.info(jfk_path)
+    assert (info.channels, info.samplerate) == (2, 44100)
+    audio = load_audio(jfk_path)
+    assert abs(len(audio) / SAMPLE_RATE - info.duration) < 0.01
+
+
+def test_streaming_windows_match_whole_file_and_stay_small(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    path = tmp_path / "long.flac"
+    sf.write(path, rng.uniform(-0.5, 0.5, 44100 * 150).astype(np.float32), 44100, subtype="PCM_24")
+    whole = load_audio(path)
+    window = 30 * SAMPLE_RATE
+    with AudioSource(path) as source:
+        assert abs(source.n_samples - len(whole)) <= 1
+        for start in range(0, len(whole), 7 * SAMPLE_RATE):  # overlapping, forward-moving windows
+            np.testing.assert_array_equal(source.window(start, window), whole[start : start + window])
+            # Only what lies ahead is kept: never the whole recording.
+            assert len(source._buffer) <= window + 30 * SAMPLE_RATE + 1
+        with pytest.raises(ValueError):
+            source.window(0, 10)
+
+
+def _bad_files(folder: Path) -> dict[str, Path]:
+    files = {"missing": folder / "missing.wav", "empty": folder / "empty.wav", "text": folder / "notes.wav"}
+    files["empty"].write_bytes(b"")
+    files["text"].write_text("this is not audio\n" * 20)
+    files["zero"] = folder / "zero.wav"
+    sf.write(files["zero"], np.zeros(0, dtype=np.float32), 16000)
+    files["one_sample"] = folder / "one.wav"
+    sf.write(files["one_sample"], np.zeros(1, dtype=np.float32), 44100)
+    files["nan"] = folder / "nan.wav"
+    samples = _tone(16000, 1.0)
+    samples[8000] = np.nan
+    sf.write(files["nan"], samples, 16000, subtype="FLOAT")
+    return files
+
+
+BAD_FILE_PROBLEMS = {
+    "missing": "no such file",
+    "empty": "empty",
+    "text": "not a readable audio file",
+    "zero": "no samples",
+    "one_sample": "too short",
+    "nan": "NaN",
+}
+
+
+@pytest.mark.parametrize("kind", list(BAD_FILE_PROBLEMS))
+def test_bad_files_raise_one_line_naming_the_file(tmp_path: Path, kind: str) -> None:
+    path = _bad_files(tmp_path)[kind]
+    with pytest.raises(NpuEpError) as caught:
+        load_audio(path)
+    message = str(caught.value)
+    assert str(path) in message and BAD_FILE_PROBLEMS[kind] in message and "\n" not in message
+
+
+def test_bad_arrays() -> None:
+    with pytest.raises(NpuEpError, match="NaN"):
+        load_audio(np.array([0.0, np.nan] * 1000, dtype=np.float32))
+    with pytest.raises(NpuEpError, match="no samples"):
+        load_audio(np.zeros(0, dtype=np.float32))
+    with pytest.raises(NpuEpError, match="expected shape"):
+        load_audio(np.zeros((2, 2, 1000), dtype=np.float32))

@@ -1,0 +1,171 @@
+"""Decoding: the key/value cache equals a full recompute, Whisper's token rules, beams, fallback, language."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from npu_ep.whisper.decoding import Decoder, DecodeOptions, compression_ratio
+from npu_ep.whisper.features import log_mel_spectrogram
+from npu_ep.whisper.audio import load_audio
+from npu_ep.whisper.model import WhisperOnnx
+from npu_ep.whisper.tokenizer import WhisperTokenizer
+
+
+@pytest.fixture(scope="module")
+def random_parts(random_model_dir: Path) -> tuple[WhisperOnnx, WhisperTokenizer, Decoder]:
+    model = WhisperOnnx(random_model_dir, "cpu", threads=1)
+    tokenizer = WhisperTokenizer(random_model_dir)
+    return model, tokenizer, Decoder(model, tokenizer)
+
+
+@pytest.fixture(scope="module")
+def encoder_states(random_parts, jfk_path: Path):
+    model = random_parts[0]
+    return model.encode(log_mel_spectrogram(load_audio(jfk_path), model.n_mels))
+
+
+def test_cached_steps_equal_full_recompute(random_parts, encoder_states) -> None:
+    model = random_parts[0]
+    tokens = [50257, 50363, 843, 523, 616, 5891, 3399]
+    _, state = model.start(tokens[:1], encoder_states)
+    for i in range(1, len(tokens)):
+        cached = state.step(np.array([tokens[i]])).copy()
+        full, _ = model.start(tokens[: i + 1], encoder_states)
+        np.testing.assert_allclose(cached[0], full[-1], atol=2e-4)
+
+
+def test_expand_and_reorder_rows(random_parts, encoder_states) -> None:
+    model = random_parts[0]
+    _, state = model.start([50257], encoder_states)
+    rows = state.expand(3)
+    first = rows.step(np.array([843, 523, 616])).copy()
+    rows.reorder([2, 2, 0])  # rows now continue "616", "616", "843"
+    second = rows.step(np.array([100, 200, 300])).copy()
+    for row, prefix in enumerate([[616, 100], [616, 200], [843, 300]]):
+        full, _ = model.start([50257, *prefix], encoder_states)
+        np.testing.assert_allclose(second[row], full[-1], atol=2e-4)
+    full, _ = model.start([50257, 523], encoder_states)
+    np.testing.assert_allclose(first[1], full[-1], atol=2e-4)
+
+
+def test_first_token_is_a_timestamp_within_a_second(random_parts) -> None:
+    _, tokenizer, decoder = random_parts
+    tb = tokenizer.timestamp_begin
+    logits = np.zeros((1, random_parts[0].vocab_size), dtype=np.float32)
+    decoder._apply_rules(logits, [[]], step=0)
+    allowed = np.flatnonzero(np.isfinite(logits[0]))
+    assert allowed.min() == tb and allowed.max() == tb + 50
+
+
+def test_timestamp_pairing_and_order(random_parts) -> None:
+    model, tokenizer, decoder = random_parts
+    tb, eot = tokenizer.timestamp_begin, tokenizer.eot
+
+    def allowed(sequence: list[int], boost_text: bool = True) -> np.ndarray:
+        logits = np.zeros((1, model.vocab_size), dtype=np.float32)
+        if boost_text:
+            logits[0, :tb] = 10.0  # text clearly likelier than any timestamp
+        decoder._apply_rules(logits, [sequence], step=len(sequence))
+        return np.isfinite(logits[0])
+
+    # After text then a timestamp (a segment end): only later timestamps or the end.
+    ok = allowed([tb + 10, 843, tb + 40])
+    assert not ok[:eot].any() and ok[eot] and ok[tb + 40] and not ok[tb + 39]
+    # After a closed pair: text or the end, no timestamp.
+    ok = allowed([tb + 10, 843, tb + 40, tb + 40])
+    assert ok[843] and not ok[tb:].any()
+    # Mid-segment: timestamps may not go back, nor repeat the last one.
+    ok = allowed([tb + 10, 843])
+    assert ok[843] and not ok[tb : tb + 11].any() and ok[tb + 11]
+    # Control tokens and the configured suppressions are never allowed.
+    assert not ok[tokenizer.sot] and not ok[tokenizer.no_timestamps] and not ok[tokenizer.suppress_tokens].any()
+
+
+def test_timestamps_win_when_jointly_likelier(random_parts) -> None:
+    model, tokenizer, decoder = random_parts
+    tb = tokenizer.timestamp_begin
+    logits = np.zeros((1, model.vocab_size), dtype=np.float32)
+    logits[0, 843] = 5.0  # one text token beats each timestamp alone, not their total probability
+    decoder._apply_rules(logits, [[tb, 843]], step=2)
+    assert not np.isfinite(logits[0, :tb]).any() and np.isfinite(logits[0, tb + 1 :]).all()
+
+
+def test_compression_ratio_flags_loops() -> None:
+    assert compression_ratio("the the the the the the the the the the the the the the the the " * 4) > 2.4
+    assert compression_ratio(" And so my fellow Americans, ask not what your country can do for you") < 2.4
+
+
+def test_temperature_fallback(random_parts, encoder_states) -> None:
+    model, tokenizer, decoder = random_parts
+    sot = tokenizer.sot_sequence(None, "transcribe")
+    plain = decoder.decode(encoder_states, sot, [], DecodeOptions(logprob_threshold=None, compression_ratio_threshold=None))
+    assert plain.temperature == 0.0 and plain.tokens and plain.tokens[0] >= tokenizer.timestamp_begin
+    # A threshold no result can meet walks through every temperature, sampling best_of rows.
+    strict = decoder.decode(encoder_states, sot, [], DecodeOptions(logprob_threshold=0.0, no_speech_threshold=None))
+    assert strict.temperature == 1.0
+    assert 0.0 <= strict.no_speech_prob <= 1.0 and strict.avg_logprob < 0.0
+
+
+@pytest.mark.parametrize("beam_size", [1, 4])
+def test_results_obey_the_rules(random_parts, encoder_states, beam_size: int) -> None:
+    # Random weights babble to the length limit: every rule gets exercised on every step.
+    _, tokenizer, decoder = random_parts
+    tb = tokenizer.timestamp_begin
+    options = DecodeOptions(beam_size=beam_size, logprob_threshold=None, compression_ratio_threshold=None)
+    result = decoder.decode(encoder_states, tokenizer.sot_sequence(None, "transcribe"), [], options)
+    tokens = result.tokens
+    assert tb <= tokens[0] <= tb + 50
+    assert all(t < tokenizer.eot or t >= tb for t in tokens)  # text and timestamps only
+    timestamps = [t for t in tokens if t >= tb]
+    assert timestamps == sorted(timestamps)
+    for i in range(2, len(tokens)):  # never three timestamps in a row
+        assert not (tokens[i] >= tb and tokens[i - 1] >= tb and tokens[i - 2] >= tb)
+    assert len(tokens) <= decoder.sample_len
+
+
+def test_prompt_changes_the_prefix(random_parts, encoder_states) -> None:
+    _, tokenizer, decoder = random_parts
+    sot = tokenizer.sot_sequence(None, "transcribe")
+    options = DecodeOptions(logprob_threshold=None, compression_ratio_threshold=None, temperatures=(0.0,))
+    without = decoder.decode(encoder_states, sot, [], options)
+    with_prompt = decoder.decode(encoder_states, sot, [843, 523, 616] * 100, options)  # longer than half the context
+    assert with_prompt.no_speech_prob != without.no_speech_prob
+
+
+def test_english_only_tokenizer_rejects_other_languages(random_parts) -> None:
+    from npu_ep.errors import NpuEpError
+
+    tokenizer = random_parts[1]
+    assert tokenizer.sot_sequence("en", "transcribe") == [tokenizer.sot]
+    with pytest.raises(NpuEpError, match="English-only"):
+        tokenizer.check_language("de", "transcribe")
+    with pytest.raises(NpuEpError, match="English-only"):
+        tokenizer.check_language(None, "translate")
+
+
+@pytest.fixture(scope="module")
+def base_parts() -> tuple[WhisperOnnx, WhisperTokenizer, Decoder]:
+    from npu_ep.export import resolve_model
+
+    folder = resolve_model("base")
+    model = WhisperOnnx(folder, "cpu")
+    tokenizer = WhisperTokenizer(folder)
+    return model, tokenizer, Decoder(model, tokenizer)
+
+
+def test_multilingual_language_detection_and_tasks(base_parts, jfk_path: Path) -> None:
+    from npu_ep.errors import NpuEpError
+
+    model, tokenizer, decoder = base_parts
+    assert tokenizer.multilingual and len(tokenizer.languages) >= 99
+    states = model.encode(log_mel_spectrogram(load_audio(jfk_path), model.n_mels))
+    language, probability = decoder.detect_language(states)
+    assert language == "en" and probability > 0.5
+    assert tokenizer.sot_sequence("de", "translate") == [tokenizer.sot, tokenizer.languages["de"], tokenizer.translate]
+    with pytest.raises(NpuEpError, match="unknown language code"):
+        tokenizer.check_language("xx", "transcribe")
+    # Spanish speech-to-English translation prompt decodes English words from English audio as well.
+    result = decoder.decode(states, tokenizer.sot_sequence("en", "translate"), [], DecodeOptions(task="translate"))
+    assert "country" in tokenizer.decode(result.tokens).lower()

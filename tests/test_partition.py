@@ -1,0 +1,105 @@
+"""The partition pass and cost model on real exported Whisper models, and `npu-ep partition`."""
+from __future__ import annotations
+
+import json
+
+import onnx
+import pytest
+
+from npu_ep.cli import main
+from npu_ep.partition import cost, planner
+from npu_ep.partition.profiles import PROFILES
+from npu_ep.partition.rewrite import DOMAIN
+
+FILES = ("encoder_model.onnx", "decoder_model.onnx", "decoder_with_past_model.onnx")
+
+
+@pytest.fixture(scope="module")
+def calibration() -> cost.Calibration:
+    return cost.calibration()
+
+
+@pytest.fixture(scope="module")
+def tiny_plans(tiny_en_dir, calibration) -> dict:
+    return {(name, device): planner.plan(tiny_en_dir / name, device, calibration=calibration)
+            for name in FILES for device in ("xdna1", "xdna2")}
+
+
+def test_calibration_is_cached_per_machine(calibration):
+    path = cost.cache_dir() / "cpu_calibration.json"
+    assert json.loads(path.read_text())["machine"] == cost.machine_id()
+    assert cost.calibration() == calibration  # read back, not measured again
+    assert calibration.cpu_gflops > 0 and calibration.cpu_mem_gbs > 0 and calibration.host_copy_gbs > 0
+
+
+def test_shapes_follow_real_use(tiny_plans):
+    encoder = {p.candidate.name: p.candidate for p in tiny_plans[("encoder_model.onnx", "xdna1")].placements}
+    q = encoder["/layers.0/self_attn/q_proj/MatMul"]
+    fc1 = encoder["/layers.0/fc1/MatMul"]
+    assert (q.M, q.K, q.N) == (1500, 384, 384)      # 3000 mel frames -> 1500 positions
+    assert (fc1.M, fc1.K, fc1.N) == (1500, 384, 1536)
+    with_past = tiny_plans[("decoder_with_past_model.onnx", "xdna1")].placements
+    assert {p.candidate.M for p in with_past if p.candidate.weight} == {1}  # one token per step
+
+
+@pytest.mark.parametrize("device", ["xdna1", "xdna2"])
+def test_encoder_projections_go_to_the_npu_and_one_token_steps_stay(tiny_plans, device):
+    encoder = tiny_plans[("encoder_model.onnx", device)]
+    placed = {p.candidate.name.split("/")[-2]: p.device for p in encoder.placements if p.candidate.weight}
+    assert set(placed) == {"q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2"}
+    assert set(placed.values()) == {"npu"}
+    assert len(encoder.offloaded) == 24
+    assert all(p.device == "cpu" for p in encoder.placements if p.candidate.kind == "activation_matmul")
+    with_past = tiny_plans[("decoder_with_past_model.onnx", device)]
+    assert with_past.offloaded == []
+    assert all("M = 1" in p.reason for p in with_past.placements if p.candidate.weight)
+
+
+def test_partitioned_time_never_exceeds_cpu_only(random_model_dir, tiny_en_dir, tiny_plans, calibration):
+    plans = list(tiny_plans.values())
+    plans += [planner.plan(random_model_dir / name, device, calibration=calibration)
+              for name in FILES for device in PROFILES]
+    for plan in plans:
+        assert plan.hybrid_ms <= plan.cpu_ms, plan.model_name
+        for p in plan.offloaded:
+            assert p.estimate.npu_ms < p.estimate.cpu_ms
+    assert any(plan.hybrid_ms < plan.cpu_ms for plan in plans)
+
+
+def test_rewrite_keeps_weights_as_initializers(tiny_en_dir):
+    original = onnx.load(str(tiny_en_dir / "encoder_model.onnx"))
+    partitioned = planner.partition(original, device="xdna1")
+    custom = [n for n in partitioned.graph.node if n.domain == DOMAIN]
+    assert len(custom) == 24 and {n.op_type for n in custom} == {"NpuMatMul"}
+    initializers = {i.name for i in partitioned.graph.initializer}
+    assert initializers == {i.name for i in original.graph.initializer}
+    for node in custom:
+        attrs = {a.name: a.s.decode() for a in node.attribute}
+        assert node.input[1] in initializers
+        assert attrs["kernel"] == "gemm_bf16_f32_npu1"
+        assert attrs["node_key"].startswith(node.name + "#")
+    keys = [a.s for n in custom for a in n.attribute if a.name == "node_key"]
+    assert len(set(keys)) == len(keys)
+    # Stable: the same model gives the same keys.
+    again = planner.partition(original, device="xdna1")
+    assert keys == [a.s for n in again.graph.node if n.domain == DOMAIN for a in n.attribute if a.name == "node_key"]
+
+
+def test_cli_writes_partitioned_copies_and_report(random_model_dir, tmp_path, capsys):
+    report = tmp_path / "report" / "placement.md"
+    assert main(["partition", "--model", str(random_model_dir), "--device", "xdna2", "--report", str(report)]) == 0
+    for name in FILES:
+        assert (random_model_dir / name.replace(".onnx", ".xdna2.onnx")).exists()
+    text = report.read_text()
+    assert "projected by the cost model" in text and "| node | M x K x N |" in text
+    data = json.loads(report.with_suffix(".json").read_text())
+    assert [m["model"].split("/")[-1] for m in data["models"]] == [f.removesuffix(".onnx") for f in FILES]
+    node = data["models"][0]["nodes"][0]
+    assert {"name", "M", "K", "N", "flops", "bytes_in", "bytes_out", "cpu_ms", "npu_ms", "decision", "reason"} <= set(node)
+    assert report.with_suffix(".png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_cli_bad_input_is_one_line(tmp_path, capsys):
+    assert main(["partition", "--model", str(tmp_path / "missing")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("npu-ep: error:")
