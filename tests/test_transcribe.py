@@ -87,7 +87,8 @@ def test_shipped_samples(tiny_en: npu_ep.Pipeline) -> None:
 
 def test_cli_formats(tiny_en_dir: Path, jfk_path: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     for fmt in ("txt", "srt", "vtt", "json"):
-        assert main(["transcribe", str(jfk_path), "--model", str(tiny_en_dir), "--format", fmt, "--output-dir", str(tmp_path), "--quiet"]) == 0
+        args = ["--format", fmt, "--output-dir", str(tmp_path), "--quiet"]
+        assert main(["transcribe", str(jfk_path), "--model", str(tiny_en_dir), *args]) == 0
     assert word_errors(JFK, (tmp_path / "jfk.txt").read_text())[0] == 0
     srt = (tmp_path / "jfk.srt").read_text()
     assert srt.startswith("1\n00:00:00,000 --> 00:00:0") and "\n\n2\n" in srt
@@ -106,13 +107,15 @@ def test_cli_formats(tiny_en_dir: Path, jfk_path: Path, tmp_path: Path, capsys: 
 
 def test_cli_bad_inputs_in_a_batch(tiny_en_dir: Path, jfk_path: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     bad = _bad_files(tmp_path)
-    files = [str(bad["missing"]), str(bad["empty"]), str(jfk_path), str(bad["text"]), str(bad["zero"]), str(bad["one_sample"]), str(bad["nan"])]
+    order = ["missing", "empty", "text", "zero", "one_sample", "nan"]
+    files = [str(bad[kind]) for kind in order]
+    files.insert(2, str(jfk_path))
     assert main(["transcribe", *files, "--model", str(tiny_en_dir), "--quiet"]) == 2
     out, err = capsys.readouterr()
     assert word_errors(JFK, out)[0] == 0  # the good file of the batch still transcribes
     lines = err.strip().splitlines()
     assert len(lines) == len(BAD_FILE_PROBLEMS)
-    for line, kind in zip(lines, ["missing", "empty", "text", "zero", "one_sample", "nan"]):
+    for line, kind in zip(lines, order):
         assert line.startswith("npu-ep: error: ") and str(bad[kind]) in line and BAD_FILE_PROBLEMS[kind] in line
 
 
@@ -126,6 +129,7 @@ def test_cli_bad_options(tiny_en_dir: Path, jfk_path: Path, tmp_path: Path, caps
     assert "English-only" in capsys.readouterr().err
     blocker = tmp_path / "a-file"
     blocker.write_text("")
-    assert main(["transcribe", str(jfk_path), "--model", str(tiny_en_dir), "--output-dir", str(blocker / "out"), "--quiet"]) == 2
+    unwritable = ["--output-dir", str(blocker / "out"), "--quiet"]
+    assert main(["transcribe", str(jfk_path), "--model", str(tiny_en_dir), *unwritable]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and str(blocker / "out") in err and "cannot create the output folder" in err

@@ -156,7 +156,9 @@ class OptimumEngine(Engine):
         from optimum.onnxruntime import ORTModelForSpeechSeq2Seq
         from transformers import WhisperProcessor
 
-        torch.set_num_threads(threads)
+        # torch only runs the glue (features, logits processors): a second pool of `threads` spinning threads
+        # beside ONNX Runtime's made transformers' tiny per-token ops ~40 ms each here (measured), so one thread.
+        torch.set_num_threads(1)
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         self.model = ORTModelForSpeechSeq2Seq.from_pretrained(

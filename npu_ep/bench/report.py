@@ -44,9 +44,9 @@ def markdown(report: dict[str, Any]) -> str:
     """The human-readable report: table, target ratio, skipped engines, run conditions, NPU section."""
     settings, machine = report["settings"], report["machine"]
     lines = [
-        "| model | engine | beam | × realtime | vs faster-whisper-int8 | WER % | peak RSS MB | load s "
+        "| model | engine | beam | × realtime | vs faster-whisper-int8 | WER % | CPU s | peak RSS MB | load s "
         "| features / encoder / decoder s |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---|",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     notes = []
     for summary in report["results"]:
@@ -59,7 +59,7 @@ def markdown(report: dict[str, Any]) -> str:
         lines.append(
             f"| {summary['model']} | {summary['engine']} | {summary['beam_size']} "
             f"| {_fmt(summary['x_realtime'], '.1f', '×')} | {_fmt(summary.get('vs_baseline'), '.2f', '×')} "
-            f"| {_fmt(summary['wer'], '.1f')} | {_fmt(summary['peak_rss_mb'], '.0f')} "
+            f"| {_fmt(summary['wer'], '.1f')} | {_fmt(summary['cpu_seconds'], '.2f')} | {_fmt(summary['peak_rss_mb'], '.0f')} "
             f"| {_fmt(summary['load_seconds'], '.2f')} | {split} |"
         )
     if report["target_ratios"]:
@@ -80,7 +80,8 @@ def markdown(report: dict[str, Any]) -> str:
         "",
         f"{len(report['files'])} file{'s' if len(report['files']) != 1 else ''}, {sum(f['audio_seconds'] for f in report['files']):.1f} s of audio; "
         f"threads={settings['threads']}, median of {settings['repeat']} timed round(s) after one untimed warm-up; "
-        f"each engine in its own process, requests interleaved. Load average "
+        f"each engine in its own process, requests interleaved. CPU s: the engine process's CPU time per round "
+        f"(all threads, spinning included). Load average "
         f"{machine['load_average_before'][0]:.2f} before, {machine['load_average_after'][0]:.2f} after"
         + (f"; other processes used {100 * share:.0f}% of the {machine['cpus']} CPUs during the run" if share is not None else "")
         + ".",

@@ -21,7 +21,7 @@ from npu_ep.partition.profiles import DeviceProfile
 from npu_ep.paths import cache_dir
 from npu_ep.provider.kernels import KernelEntry
 
-CALIBRATION_VERSION = 1
+CALIBRATION_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -31,8 +31,8 @@ class Calibration:
     cpu_gflops: float       # float32 MatMul, activation-heavy shape
     cpu_int8_gops: float    # MatMulInteger, same shape
     cpu_mem_gbs: float      # weight streaming rate of a one-row MatMul
-    host_copy_gbs: float    # numpy copy rate (bridge copies, packing)
     op_fixed_ms: float      # one Python custom-op call beyond a plain ORT node
+    host_gbs: float         # the provider's host path per byte: bridge copies and packing
 
 
 @dataclass(frozen=True)
@@ -98,10 +98,12 @@ def _one_node_session(op_type: str, a: np.ndarray, w: np.ndarray, domain: str = 
     opsets = [helper.make_opsetid("", 17)] + ([helper.make_opsetid(domain, 1)] if domain else [])
     model = helper.make_model(graph, opset_imports=opsets)
     options = ort.SessionOptions()
-    if domain:
-        from npu_ep.provider import session_options
+    if domain:  # the provider's op, its key bound to no device ("@unbound"): the bridge and CPU path only
+        from onnxruntime_extensions import get_library_path
 
-        options = session_options("cpu")
+        import npu_ep.provider.ops  # noqa: F401  (defines the ops before the library registers)
+
+        options.register_custom_ops_library(get_library_path())
     session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
     return lambda: session.run(None, {"a": a})
 
@@ -118,16 +120,42 @@ def _measure(machine: str) -> Calibration:
     row = rng.standard_normal((1, 1536), dtype=np.float32)
     big = rng.standard_normal((1536, 1536), dtype=np.float32)
     mem_gbs = big.nbytes / _median_ms(_one_node_session("MatMul", row, big), 20) / 1e6
+    host_gbs = _host_gbs(rng, M, K)
     tiny_a = rng.standard_normal((1, 8), dtype=np.float32)
     tiny_w = rng.standard_normal((8, 8), dtype=np.float32)
     cpu_fixed = _median_ms(_one_node_session("MatMul", tiny_a, tiny_w), 50)
     op_call = _median_ms(_one_node_session("NpuMatMul", tiny_a, tiny_w, domain="ai.onnx.contrib",
-                                            node_key="calibrate", kernel="none"), 50)
-    source = rng.standard_normal(2_000_000, dtype=np.float32)
-    target = np.empty_like(source)
-    copy_gbs = source.nbytes / _median_ms(lambda: np.copyto(target, source), 10) / 1e6
+                                            node_key="calibrate@unbound", kernel="none"), 50)
     return Calibration(machine=machine, cpu_fixed_ms=cpu_fixed, cpu_gflops=gflops, cpu_int8_gops=int8_gops,
-                       cpu_mem_gbs=mem_gbs, host_copy_gbs=copy_gbs, op_fixed_ms=max(op_call - cpu_fixed, 0.0))
+                       cpu_mem_gbs=mem_gbs, op_fixed_ms=max(op_call - cpu_fixed, 0.0), host_gbs=host_gbs)
+
+
+def _host_gbs(rng: np.random.Generator, M: int, K: int) -> float:
+    """The provider's whole host path (onnxruntime-extensions bridge copying inputs, the weight
+    included, and the output; bf16 packing; sync and run calls) per byte, measured through a real
+    session on the emulated device with the emulated kernel's compute subtracted."""
+    from npu_ep.provider import emulator, kernels, ops
+
+    tag, backend = ops.bind("emulator")
+    x = rng.standard_normal((M, K), dtype=np.float32)
+    square = rng.standard_normal((K, K), dtype=np.float32)
+    run = _one_node_session("NpuMatMul", x, square, domain="ai.onnx.contrib", node_key=f"calibrate@{tag}",
+                            kernel=kernels.kernel_for("emulator", "bf16").name)
+    run()  # weight resident, buffers prepared
+    times = []
+    for _ in range(7):
+        compute = emulator.stats.compute_seconds
+        start = time.perf_counter()
+        run()
+        times.append((time.perf_counter() - start - (emulator.stats.compute_seconds - compute)) * 1e3)
+    del backend
+    return host_bytes(M, K, K, int8=False) / max(statistics.median(times), 0.01) / 1e6
+
+
+def host_bytes(M: int, K: int, N: int, int8: bool) -> int:
+    """Bytes the host path moves per call: bridge in (activation, weight), packing, bridge out."""
+    size_host, size_in = (1, 1) if int8 else (4, 2)
+    return M * K * size_host + K * N * size_host + M * K * (size_host + size_in) + M * N * 4
 
 
 def cpu_ms(M: int, K: int, N: int, int8: bool, cal: Calibration) -> float:
@@ -141,12 +169,8 @@ def estimate(M: int, K: int, N: int, int8: bool, kernel: KernelEntry, device: De
     """Predicted CPU time and NPU-provider time (dispatch + transfers + compute + host work)."""
     Mp, Kp, Np = kernel.padded(M, K, N)
     size_in, size_out = (1, 4) if int8 else (2, 4)
-    size_host = 1 if int8 else 4
     transfer = (M * Kp * size_in + M * Np * size_out) / (device.host_bandwidth_gbs * 1e9) * 1e3
     compute = device.compute_ms(2 * Mp * Kp * Np, int8)
-    # Host bytes touched per call: the bridge copies activation and weight in, packing reads the
-    # activation and writes the buffer, the output is made contiguous and copied out.
-    host_bytes = M * K * size_host + K * N * size_host + M * K * (size_host + size_in) + 2 * M * N * 4
-    host = cal.op_fixed_ms + host_bytes / (cal.host_copy_gbs * 1e9) * 1e3
+    host = cal.op_fixed_ms + host_bytes(M, K, N, int8) / (cal.host_gbs * 1e9) * 1e3
     npu = device.dispatch_ms + transfer + compute + host
     return Estimate(cpu_ms(M, K, N, int8, cal), npu, device.dispatch_ms, transfer, compute, host)

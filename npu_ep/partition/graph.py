@@ -21,6 +21,7 @@ PROMPT_TOKENS = 4    # <|startoftranscript|><|lang|><|transcribe|><|notimestamps
 PAST_TOKENS = 64     # a mid-length transcript window for decoder self-attention caches
 ENCODER_FRAMES = 3000
 ENCODER_POSITIONS = 1500
+SKELETON_BYTES = 1 << 16  # initializers above this size are not needed to resolve shapes
 
 
 @dataclass
@@ -158,16 +159,40 @@ def _qdq(node, dq_a, dq_b, constants) -> Candidate:
     return candidate
 
 
+def _skeleton(model: onnx.ModelProto, bound: dict[str, list[int]]) -> tuple[onnx.ModelProto, dict]:
+    """The model with its inputs bound to real-use shapes and its large initializers turned into
+    inputs (shape and type only): shape inference and the probe run need no weight values, and
+    copying a 200 MB decoder would cost more than the rest of the pass."""
+    probe = onnx.ModelProto()
+    probe.ir_version = model.ir_version
+    probe.opset_import.extend(model.opset_import)
+    graph = probe.graph
+    graph.name = model.graph.name
+    graph.node.extend(model.graph.node)
+    graph.output.extend(model.graph.output)
+    names = {i.name for i in model.graph.initializer}
+    for value in model.graph.input:
+        if value.name in names:
+            continue
+        graph.input.append(value)
+        for dim, size in zip(graph.input[-1].type.tensor_type.shape.dim, bound[value.name]):
+            dim.Clear()
+            dim.dim_value = size
+    weights = {}
+    for tensor in model.graph.initializer:
+        dtype = helper.tensor_dtype_to_np_dtype(tensor.data_type)
+        if int(np.prod(tensor.dims)) * dtype.itemsize > SKELETON_BYTES:
+            graph.input.append(helper.make_tensor_value_info(tensor.name, tensor.data_type, list(tensor.dims)))
+            weights[tensor.name] = (list(tensor.dims), dtype)
+        else:
+            graph.initializer.append(tensor)
+    return probe, weights
+
+
 def resolve_shapes(model: onnx.ModelProto, candidates: list[Candidate], dims: dict[str, int] | None = None) -> None:
     """Fill M, K, N of each candidate for the model's real use (in place)."""
     bound = real_use_dims(model, dims)
-    probe = onnx.ModelProto()
-    probe.CopyFrom(model)
-    for value in probe.graph.input:
-        if value.name in bound:
-            for dim, size in zip(value.type.tensor_type.shape.dim, bound[value.name]):
-                dim.Clear()
-                dim.dim_value = size
+    probe, weights = _skeleton(model, bound)
     inferred = shape_inference.infer_shapes(probe, data_prop=True)
     known, types = {}, {}
     for value in list(inferred.graph.value_info) + list(inferred.graph.input):
@@ -178,7 +203,7 @@ def resolve_shapes(model: onnx.ModelProto, candidates: list[Candidate], dims: di
     needed = [c.activation for c in candidates] + [c.node.input[1] for c in candidates if c.weight is None]
     missing = [name for name in needed if name not in known]
     if missing:
-        measured = _measure_shapes(model, bound, missing)
+        measured = _measure_shapes(probe, bound, weights, missing)
         known.update({name: shape for name, (shape, _) in measured.items()})
         types.update({name: elem for name, (_, elem) in measured.items()})
     constants = {i.name: i for i in model.graph.initializer}
@@ -197,13 +222,12 @@ def resolve_shapes(model: onnx.ModelProto, candidates: list[Candidate], dims: di
             candidate.N = known[candidate.node.input[1]][-1]
 
 
-def _measure_shapes(model: onnx.ModelProto, bound: dict[str, list[int]],
+def _measure_shapes(probe: onnx.ModelProto, bound: dict[str, list[int]], weights: dict,
                     names: list[str]) -> dict[str, tuple[list[int], int]]:
-    """One CPU run on zero inputs with `names` exposed as outputs: their real shapes and element types."""
+    """One CPU run of the skeleton on zero inputs and zero weights with `names` exposed as
+    outputs: their real shapes and element types."""
     import onnxruntime as ort
 
-    probe = onnx.ModelProto()
-    probe.CopyFrom(model)
     existing = {o.name for o in probe.graph.output}
     for name in dict.fromkeys(names):
         if name not in existing:
@@ -211,8 +235,12 @@ def _measure_shapes(model: onnx.ModelProto, bound: dict[str, list[int]],
     session = ort.InferenceSession(probe.SerializeToString(), providers=["CPUExecutionProvider"])
     feeds = {}
     for value in session.get_inputs():
-        dtype = {"tensor(int64)": np.int64, "tensor(int32)": np.int32, "tensor(bool)": np.bool_}.get(value.type, np.float32)
-        feeds[value.name] = np.zeros(bound[value.name], dtype=dtype)
+        if value.name in weights:
+            shape, dtype = weights[value.name]
+        else:
+            shape = bound[value.name]
+            dtype = {"tensor(int64)": np.int64, "tensor(int32)": np.int32, "tensor(bool)": np.bool_}.get(value.type, np.float32)
+        feeds[value.name] = np.zeros(shape, dtype=dtype)
     wanted = list(dict.fromkeys(names))
     results = session.run(wanted, feeds)
     return {name: (list(result.shape), helper.np_dtype_to_tensor_dtype(result.dtype))

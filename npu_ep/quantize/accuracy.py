@@ -18,8 +18,8 @@ def encoder_agreement(reference: np.ndarray, candidate: np.ndarray) -> tuple[flo
 
 
 def transcript(pipeline, clip: Path) -> str:
-    # Greedy at temperature 0 only: the fallback's sampling would make the two transcripts differ by chance.
-    segments, _ = pipeline.transcribe(clip, temperature=0.0, progress=False)
+    # The pipeline's default decoding (greedy, seeded temperature fallback): the transcript users would get.
+    segments, _ = pipeline.transcribe(clip, progress=False)
     return "".join(segment.text for segment in segments).strip()
 
 

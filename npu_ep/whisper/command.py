@@ -37,7 +37,10 @@ def run(args: argparse.Namespace) -> int:
         try:
             args.output_dir.mkdir(parents=True, exist_ok=True)
         except OSError as error:
-            raise NpuEpError(f"{args.output_dir}: cannot create the output folder ({error.strerror or error}; choose another --output-dir)") from None
+            raise NpuEpError(
+                f"{args.output_dir}: cannot create the output folder ({error.strerror or error}; "
+                "choose another --output-dir)"
+            ) from None
     pipeline = Pipeline(args.model, args.device, args.threads)
     pipeline.tokenizer.check_language(args.language, args.task)  # once, not once per file
     failed = 0
@@ -55,7 +58,10 @@ def run(args: argparse.Namespace) -> int:
             try:
                 target.write_text(output, encoding="utf-8")
             except OSError as error:
-                raise NpuEpError(f"{target}: cannot write the transcript of {file} ({error.strerror or error}; choose another --output-dir)") from None
+                raise NpuEpError(
+                    f"{target}: cannot write the transcript of {file} ({error.strerror or error}; "
+                    "choose another --output-dir)"
+                ) from None
             if not args.quiet:
                 print(
                     f"npu-ep: {file} -> {target} ({info.duration:.1f} s of audio, {info.timing.realtime:.1f}x realtime)",

@@ -25,7 +25,6 @@ class DecodeOptions:
     """How to decode; the defaults are openai/whisper's `transcribe` defaults, except greedy search."""
 
     task: str = "transcribe"
-    language: str | None = None
     beam_size: int = 1
     best_of: int = 5
     patience: float = 1.0

@@ -50,7 +50,7 @@ class Timing:
 
 @dataclass
 class TranscriptionInfo:
-    language: str
+    language: str | None
     language_probability: float
     duration: float
     task: str
@@ -102,7 +102,6 @@ class Pipeline:
         self.tokenizer.check_language(language, task)
         options = DecodeOptions(
             task=task,
-            language=language,
             beam_size=beam_size,
             best_of=best_of,
             patience=patience,
@@ -115,7 +114,8 @@ class Pipeline:
         started = time.perf_counter()
         with AudioSource(audio, sample_rate) as source:
             info = TranscriptionInfo(
-                language=language or "en",
+                # None until detected on the first spoken window (stays None for silence).
+                language=language if language or self.tokenizer.multilingual else "en",
                 language_probability=1.0,
                 duration=source.duration,
                 task=task,
@@ -139,11 +139,9 @@ class Pipeline:
     ) -> list[Segment]:
         from tqdm import tqdm
 
-        timing = info.timing
         content_frames = source.n_samples // HOP_LENGTH
         segments: list[Segment] = []
         prompt: list[int] = []
-        sot_sequence: list[int] | None = None
         seek = 0
         bar = tqdm(
             total=round(info.duration, 2),
@@ -162,59 +160,64 @@ class Pipeline:
                     break  # the file held fewer samples than its header announced
                 segment_frames = min(WINDOW_FRAMES, content_frames - seek, -(-len(samples) // HOP_LENGTH))
                 samples = samples[: segment_frames * HOP_LENGTH]
-                if np.sqrt(np.mean(np.square(samples, dtype=np.float64))) < _SILENCE_RMS:
-                    timing.features += time.perf_counter() - clock
+                silent = np.sqrt(np.mean(np.square(samples, dtype=np.float64))) < _SILENCE_RMS
+                result = None if silent else self._decode_window(samples, segment_frames, options, info, prompt, clock)
+                if result is None:  # no sound, or the model's no-speech verdict: skip the window
                     seek += segment_frames
-                    bar.update(min(round(seek * FRAME_SECONDS, 2), bar.total) - bar.n)
-                    continue
-                features = log_mel_spectrogram(samples, self.model.n_mels)
-                # Past the end of the audio the encoder sees zeros, as faster-whisper feeds it, not the log
-                # floor of silence openai/whisper feeds: tiny.en then decodes short clips far more reliably
-                # (3 of the 4 clips in samples/ lose a word with the floor, none with zeros).
-                features[:, segment_frames:] = 0.0
-                timing.features += time.perf_counter() - clock
-
-                clock = time.perf_counter()
-                encoder_states = self.model.encode(features)
-                timing.encoder += time.perf_counter() - clock
-
-                clock = time.perf_counter()
-                if sot_sequence is None:
-                    if self.tokenizer.multilingual and options.language is None:
-                        # As openai/whisper does: the language of the first window holds for the file.
-                        info.language, info.language_probability = self.decoder.detect_language(encoder_states)
-                    sot_sequence = self.tokenizer.sot_sequence(info.language, options.task)
-                result = self.decoder.decode(encoder_states, sot_sequence, prompt, options)
-                timing.decoder += time.perf_counter() - clock
-
-                time_offset = seek * FRAME_SECONDS
-                window_seconds = segment_frames * FRAME_SECONDS
-                if (
-                    options.no_speech_threshold is not None
-                    and result.no_speech_prob > options.no_speech_threshold
-                    and not (options.logprob_threshold is not None and result.avg_logprob > options.logprob_threshold)
-                ):
-                    seek += segment_frames  # silence: skip the window
-                    bar.update(min(round(seek * FRAME_SECONDS, 2), bar.total) - bar.n)
-                    continue
-
-                new_segments, advance = self._split(result, time_offset, window_seconds, segment_frames)
-                seek += advance
-                for segment in new_segments:
-                    segment.end = min(segment.end, info.duration)
-                    segment.start = min(segment.start, segment.end)
-                    if segment.text.strip():
-                        segments.append(segment)
-                if condition_on_previous_text and result.temperature <= _PROMPT_RESET_TEMPERATURE:
-                    # Only the last half-context of tokens can ever be a prompt: keep no more.
-                    prompt = [*prompt, *(t for s in new_segments for t in s.tokens)][-(self.decoder.sample_len - 1) :]
                 else:
-                    prompt = []
+                    new_segments, advance = self._split(result, seek * FRAME_SECONDS, segment_frames)
+                    seek += advance
+                    for segment in new_segments:
+                        segment.end = min(segment.end, info.duration)
+                        segment.start = min(segment.start, segment.end)
+                        if segment.text.strip():
+                            segments.append(segment)
+                    if condition_on_previous_text and result.temperature <= _PROMPT_RESET_TEMPERATURE:
+                        # Only the last half-context of tokens can ever be a prompt: keep no more.
+                        prompt = [*prompt, *(t for s in new_segments for t in s.tokens)][-(self.decoder.sample_len - 1) :]
+                    else:
+                        prompt = []
                 bar.update(min(round(seek * FRAME_SECONDS, 2), bar.total) - bar.n)
         return segments
 
+    def _decode_window(
+        self,
+        samples: np.ndarray,
+        segment_frames: int,
+        options: DecodeOptions,
+        info: TranscriptionInfo,
+        prompt: list[int],
+        clock: float,
+    ) -> DecodeResult | None:
+        """Features, encoder and decoder of one window (timed from `clock`); None when it holds no speech."""
+        timing = info.timing
+        features = log_mel_spectrogram(samples, self.model.n_mels)
+        # Past the end of the audio the encoder sees zeros, as faster-whisper feeds it, not the log
+        # floor of silence openai/whisper feeds: tiny.en then decodes short clips far more reliably
+        # (3 of the 4 clips in samples/ lose a word with the floor, none with zeros).
+        features[:, segment_frames:] = 0.0
+        timing.features += time.perf_counter() - clock
+
+        clock = time.perf_counter()
+        encoder_states = self.model.encode(features)
+        timing.encoder += time.perf_counter() - clock
+
+        clock = time.perf_counter()
+        if info.language is None:
+            # As openai/whisper does: the language of the first spoken window holds for the file.
+            info.language, info.language_probability = self.decoder.detect_language(encoder_states)
+        sot_sequence = self.tokenizer.sot_sequence(info.language, options.task)
+        result = self.decoder.decode(encoder_states, sot_sequence, prompt, options)
+        timing.decoder += time.perf_counter() - clock
+        no_speech = (
+            options.no_speech_threshold is not None
+            and result.no_speech_prob > options.no_speech_threshold
+            and not (options.logprob_threshold is not None and result.avg_logprob > options.logprob_threshold)
+        )
+        return None if no_speech else result
+
     def _split(
-        self, result: DecodeResult, time_offset: float, window_seconds: float, segment_frames: int
+        self, result: DecodeResult, time_offset: float, segment_frames: int
     ) -> tuple[list[Segment], int]:
         """Cut a window's tokens into segments at timestamp pairs; the frames to advance (seek)."""
         tb = self.tokenizer.timestamp_begin
@@ -238,7 +241,7 @@ class Pipeline:
         if not cuts:
             # One segment for the window; it ends at its last timestamp if there is one.
             timestamps = [t for t in tokens if t >= tb]
-            duration = window_seconds
+            duration = segment_frames * FRAME_SECONDS
             if timestamps and timestamps[-1] != tb:
                 duration = (timestamps[-1] - tb) * TIMESTAMP_SECONDS
             return [segment(tokens, time_offset, time_offset + duration)], segment_frames
