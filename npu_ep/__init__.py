@@ -3,6 +3,7 @@ __version__ = "0.1.0"
 
 from npu_ep.whisper.pipeline import Pipeline, transcribe  # noqa: E402  (numpy only; sessions open on use)
 from npu_ep.export import export_model, resolve_model  # noqa: E402  (torch loads only when exporting)
+from npu_ep.quantize import quantize_model  # noqa: E402  (onnxruntime.quantization loads only when quantizing)
 
 
 def session_options(device: str = "auto"):

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -147,11 +146,11 @@ def test_refuses_an_already_quantized_model(capsys: pytest.CaptureFixture, dynam
 
 
 def test_refuses_calibration_that_is_not_audio_or_too_little(
-    capsys: pytest.CaptureFixture, random_model_dir: Path, jfk_path: Path, tmp_path: Path
+    capsys: pytest.CaptureFixture, random_model_dir: Path, jfk_path: Path, held_out_clip: Path, tmp_path: Path
 ) -> None:
     fake = tmp_path / "notes.wav"
     fake.write_text("these are meeting notes, not audio\n")
-    base = ["--model", str(random_model_dir), "--mode", "static", "--eval", str(jfk_path)]
+    base = ["--model", str(random_model_dir), "--mode", "static", "--eval", str(held_out_clip)]
     err = cli_error(capsys, *base, "--calibration", str(fake), str(jfk_path), "--out", str(tmp_path / "a"))
     assert "notes.wav" in err
     assert "at least 2" in cli_error(capsys, *base, "--calibration", str(jfk_path), "--out", str(tmp_path / "b"))
@@ -168,10 +167,10 @@ def test_refuses_an_existing_output_without_force(
 
 
 def test_refuses_a_wer_rise_over_the_limit_and_writes_nothing(
-    capsys: pytest.CaptureFixture, random_model_dir: Path, jfk_path: Path, tmp_path: Path
+    capsys: pytest.CaptureFixture, random_model_dir: Path, held_out_clip: Path, tmp_path: Path
 ) -> None:
     out = tmp_path / "refused"
-    err = cli_error(capsys, "--model", str(random_model_dir), "--mode", "dynamic", "--eval", str(jfk_path),
+    err = cli_error(capsys, "--model", str(random_model_dir), "--mode", "dynamic", "--eval", str(held_out_clip),
                     "--out", str(out), "--max-wer-increase", "-1000")
     assert "WER rose" in err and "--force" in err
     assert not out.exists() and not list(tmp_path.iterdir())
@@ -187,3 +186,16 @@ def test_tiny_en_dynamic_int8_keeps_jfk_word_perfect(tiny_en_dir: Path, jfk_path
     assert wer(JFK_TEXT, "".join(s.text for s in segments)) == 0.0
     sizes = {name: (out / name).stat().st_size / (tiny_en_dir / name).stat().st_size for name in ONNX_FILES}
     assert all(ratio < 0.6 for ratio in sizes.values()), sizes
+
+
+def test_tiny_en_static_int8_on_the_emulated_npu_matches_the_float_transcript(
+    tiny_en_dir: Path, jfk_path: Path, tmp_path: Path
+) -> None:
+    out, report = quantize_model(tiny_en_dir, "static", tmp_path / "tiny.en-int8-static", progress=False)
+    assert report["wer_increase"] <= 1.0
+    float_text = "".join(s.text for s in Pipeline(tiny_en_dir).transcribe(jfk_path, progress=False)[0])
+    emulated = Pipeline(out, device="emulator")
+    encoder = onnx.load(out / "encoder_model.emulator.onnx").graph
+    int8_kernels = [n for n in encoder.node if n.op_type == "NpuQdqMatMul"]
+    assert len(int8_kernels) == len(constant_matmuls(tiny_en_dir / "encoder_model.onnx")) - 2  # last fc1/fc2 kept float
+    assert "".join(s.text for s in emulated.transcribe(jfk_path, progress=False)[0]) == float_text

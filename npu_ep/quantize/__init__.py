@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from npu_ep.quantize.build import DEFAULT_EXCLUDE, DEFAULT_FORM, MODES, quantize_model
+from npu_ep.quantize.build import DEFAULT_FORM, MODES, quantize_model
 from npu_ep.quantize.dynamic import FORMS
 from npu_ep.quantize.static import METHODS
 
@@ -24,10 +24,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--calibrate-method", choices=METHODS, default="minmax", help="activation ranges (default: minmax)")
     parser.add_argument("--exclude", nargs="*", metavar="PATTERN",
                         help="keep nodes whose '<file stem>:<node name>' contains this glob in float "
-                             f"(default: dynamic {DEFAULT_EXCLUDE['dynamic'] or 'none'}, static {DEFAULT_EXCLUDE['static'] or 'none'}; "
-                             "--exclude alone: none)")
-    parser.add_argument("--parts", nargs="+", choices=("encoder", "decoder"), default=["encoder", "decoder"],
-                        help="which models to quantize (default: both)")
+                             "(default: none for dynamic; for static the last encoder layer's fc1 and fc2, measured as the "
+                             "sensitive ones; --exclude alone: none)")
+    parser.add_argument("--parts", nargs="+", choices=("encoder", "decoder"),
+                        help="which models to quantize (default: both for dynamic, the encoder for static)")
     parser.add_argument("--form", choices=FORMS, default=DEFAULT_FORM, help=f"dynamic mode's int8 operator (default: {DEFAULT_FORM})")
     parser.add_argument("--per-tensor", action="store_true", help="one weight scale per matrix instead of per output channel")
     parser.add_argument("--max-wer-increase", type=float, default=1.0, metavar="POINTS",
@@ -49,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
     from npu_ep.quantize.accuracy import format_report
 
     out, report = quantize_model(args.model, args.mode, args.out, calibration=args.calibration, evaluation=args.evaluation,
-                                 method=args.calibrate_method, exclude=args.exclude, parts=tuple(args.parts),
+                                 method=args.calibrate_method, exclude=args.exclude, parts=args.parts,
                                  form=args.form, per_channel=not args.per_tensor,
                                  max_wer_increase=args.max_wer_increase, force=args.force)
     print(format_report(report))

@@ -2,7 +2,6 @@
 The nodes that move it most are the candidates for `--exclude`."""
 from __future__ import annotations
 
-import logging
 import tempfile
 from pathlib import Path
 
@@ -22,6 +21,7 @@ def measure_sensitivity(model: str, mode: str, calibration: list[str] | None = N
 
     from npu_ep.provider import create_session
     from npu_ep.quantize.accuracy import encoder_agreement
+    from npu_ep.quantize.build import quiet_quantizer_logs
     from npu_ep.quantize.calibration import FloatModel, collect_feeds
 
     source, _ = folders.source_model(model)
@@ -35,10 +35,8 @@ def measure_sensitivity(model: str, mode: str, calibration: list[str] | None = N
     nodes = [n.name for n in graph.node if n.op_type == "MatMul" and any(i in weights for i in n.input)]
     all_nodes = [n.name for n in graph.node]
     feeds = collect_feeds(float_model, calib_clips, progress).by_file["encoder_model.onnx"] if mode == "static" else None
-    logging.getLogger("onnxruntime").setLevel(logging.ERROR)
-    logging.getLogger().setLevel(logging.ERROR)
     rows = []
-    with tempfile.TemporaryDirectory(prefix="npu-ep-sensitivity-") as scratch:
+    with tempfile.TemporaryDirectory(prefix="npu-ep-sensitivity-") as scratch, quiet_quantizer_logs():
         target = Path(scratch) / "encoder_model.onnx"
         for node in tqdm(nodes, desc="sensitivity", unit="node", disable=not progress):
             others = [name for name in all_nodes if name != node]
