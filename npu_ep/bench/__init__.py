@@ -10,7 +10,6 @@ import os
 import platform
 import sys
 from pathlib import Path
-from typing import Any
 
 from npu_ep.errors import NpuEpError
 
