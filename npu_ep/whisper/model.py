@@ -35,12 +35,6 @@ class WhisperOnnx:
         self.encoder = create_session(model_dir / ENCODER_FILE, device, threads)
         self.decoder = create_session(model_dir / DECODER_FILE, device, threads)
         self.decoder_with_past = create_session(model_dir / DECODER_WITH_PAST_FILE, device, threads)
-        from onnxruntime import RunOptions
-
-        # The first pass sees a new prompt length every window; without giving the arena back after it,
-        # ONNX Runtime's memory creeps up over an hour of audio.
-        self._release_arena = RunOptions()
-        self._release_arena.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
         presents = [o.name for o in self.decoder.get_outputs() if o.name.startswith("present.")]
         self.self_outputs = [n for n in presents if ".decoder." in n]
         self.cross_outputs = [n for n in presents if ".encoder." in n]
@@ -62,7 +56,6 @@ class WhisperOnnx:
         outputs = self.decoder.run_with_ort_values(
             ["logits", *self.self_outputs, *self.cross_outputs],
             {"input_ids": ids, "encoder_hidden_states": encoder_states},
-            self._release_arena,
         )
         n_self = len(self.self_outputs)
         logits = outputs[0].numpy()[0]
