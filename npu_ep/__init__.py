@@ -1,9 +1,12 @@
-"""npu_ep: Whisper on ONNX Runtime, with large MatMuls offloaded to the AMD XDNA NPU."""
+"""npu_ep: Whisper on ONNX Runtime, with large MatMuls offloaded to the AMD XDNA NPU.
+
+Importing it stays light: torch loads only when exporting, onnxruntime.quantization only when quantizing.
+"""
 __version__ = "0.1.0"
 
-from npu_ep.whisper.pipeline import Pipeline, transcribe  # noqa: E402  (numpy only; sessions open on use)
-from npu_ep.export import export_model, resolve_model  # noqa: E402  (torch loads only when exporting)
-from npu_ep.quantize import quantize_model  # noqa: E402  (onnxruntime.quantization loads only when quantizing)
+from npu_ep.export import export_model, resolve_model
+from npu_ep.quantize import quantize_model
+from npu_ep.whisper.pipeline import Pipeline, transcribe
 
 
 def session_options(device: str = "auto"):
@@ -12,4 +15,15 @@ def session_options(device: str = "auto"):
 
     return _session_options(device)
 
-from npu_ep import partition  # noqa: E402,F401  (callable: npu_ep.partition(model, device="xdna1"))
+
+from npu_ep import partition  # noqa: E402  (callable: npu_ep.partition(model, device="xdna1"))
+
+__all__ = [
+    "Pipeline",
+    "export_model",
+    "partition",
+    "quantize_model",
+    "resolve_model",
+    "session_options",
+    "transcribe",
+]

@@ -248,7 +248,7 @@ def complete_hf_folder(hf_dir: Path, out_dir: Path) -> None:
         raise NpuEpError(f"{hf_dir}: no Whisper tokenizer (save one there with tokenizer.save_pretrained)") from None
     tokenizer.save_pretrained(out_dir)
     tokenizer_json = out_dir / "tokenizer.json"
-    ids = special_tokens(tokenizer_json)
+    special_tokens(tokenizer_json)  # fail early, in one line, on a tokenizer that is not Whisper's
     for file in hf_dir.iterdir():
         if file.suffix in (".safetensors", ".bin") or file.name == "config.json":
             (out_dir / file.name).symlink_to(file.resolve())
