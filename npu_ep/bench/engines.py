@@ -13,12 +13,12 @@ from typing import Any
 import numpy as np
 
 from npu_ep.whisper.audio import SAMPLE_RATE
-from npu_ep.whisper.decoding import TEMPERATURES
+from npu_ep.whisper.decoding import TEMPERATURES, DecodeOptions
 
-# Whisper's reference decoding settings, given explicitly to every engine that exposes them.
-LOGPROB_THRESHOLD = -1.0
-NO_SPEECH_THRESHOLD = 0.6
-COMPRESSION_RATIO_THRESHOLD = 2.4
+# Our pipeline's decoding settings (Whisper's reference ones), given explicitly to every engine that exposes them.
+LOGPROB_THRESHOLD = DecodeOptions.logprob_threshold
+NO_SPEECH_THRESHOLD = DecodeOptions.no_speech_threshold
+COMPRESSION_RATIO_THRESHOLD = DecodeOptions.compression_ratio_threshold
 # Our pipeline's stage split, from the timing it returns.
 STAGES = ("features", "encoder", "decoder")
 
