@@ -7,9 +7,10 @@ import sys
 from pathlib import Path
 
 from npu_ep.errors import NpuEpError
+from npu_ep.partition.profiles import PROFILES
 
 MODEL_FILES = ("encoder_model.onnx", "decoder_model.onnx", "decoder_with_past_model.onnx")
-PROFILE_NAMES = ("xdna1", "xdna2", "emulator")
+PROFILE_NAMES = tuple(PROFILES)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -37,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
         written, plan = partition_file(path, args.device, force=True)
         plans.append(plan)
         print(f"{written}: {len(plan.offloaded)} of {len(plan.placements)} GEMMs on the NPU; predicted GEMM time "
-              f"{plan.cpu_ms:.1f} -> {plan.hybrid_ms:.1f} ms (projected)", file=sys.stderr)
+              f"{plan.cpu_ms:.1f} -> {plan.hybrid_ms:.1f} ms (projected by the cost model)", file=sys.stderr)
     target = args.report or folder / f"partition-{args.device}.md"
     try:
         written_files = report.write(plans, calibration, target)

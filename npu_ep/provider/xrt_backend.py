@@ -135,11 +135,6 @@ class Backend:
 
         return self._offload(key, cpu, npu)
 
-    @property
-    def offloaded(self) -> int:
-        """Nodes whose weights are resident on the device."""
-        return len(self._nodes)
-
     # -- internals ------------------------------------------------------------------------------
     def _offload(self, key: str, cpu: Callable[[], np.ndarray], npu: Callable[[], np.ndarray]) -> np.ndarray:
         if self._unavailable is not None or key in self._cpu_nodes:
@@ -166,6 +161,8 @@ class Backend:
         if self._device is None:
             self._xrt = xrt_module(self.device)
             self._device = self._xrt.device(0)
+            # The emulator makes its own instruction sequences; real devices read the ones built into kernels/.
+            self._instructions = getattr(self._xrt, "build_instructions", kernels.read_instructions)
         return self._xrt
 
     def _kernel(self, name: str) -> _Kernel:
@@ -199,7 +196,7 @@ class Backend:
             view[:K, :N] = weight
         bo.sync(xrt.xclBOSyncDirection.XCL_BO_SYNC_BO_TO_DEVICE)
         self.weight_uploads += 1
-        colsum = weight.astype(np.int64).sum(axis=0) if entry.dtype_in == "i8" else None
+        colsum = weight.astype(np.int64).sum(axis=0).astype(np.int32) if entry.dtype_in == "i8" else None
         node = self._nodes[key] = _Node(kernel, K, N, Kp, Np, w_id, bo, colsum)
         return node
 
@@ -211,9 +208,7 @@ class Backend:
             kernel = node.kernel
             insts = kernel.insts.get((Mp, node.Kp, node.Np))
             if insts is None:
-                words = kernels.read_instructions(entry, Mp, node.Kp, node.Np)
-                if words is None and hasattr(xrt, "build_instructions"):
-                    words = xrt.build_instructions(entry, Mp, node.Kp, node.Np)
+                words = self._instructions(entry, Mp, node.Kp, node.Np)
                 if words is None:
                     raise NpuFault(f"instruction sequence {entry.insts_name(Mp, node.Kp, node.Np)} not built "
                                    "(see kernels/README.md)")
@@ -258,5 +253,5 @@ class Backend:
         shape.c_bo.sync(xrt.xclBOSyncDirection.XCL_BO_SYNC_BO_FROM_DEVICE, M * shape.c.strides[0], 0)
         out = shape.c[:M, :node.N]
         if a_zero:
-            out = out - np.int32(a_zero) * node.colsum.astype(np.int32)
+            out = out - np.int32(a_zero) * node.colsum
         return out.reshape(*lead, node.N)

@@ -21,7 +21,6 @@ import numpy as np
 
 from npu_ep.provider.kernels import DTYPES, KernelEntry, manifest
 
-EMULATED = True  # lets callers label figures "run on the emulated device"
 _INSTS_MAGIC = 0x4E505545  # "NPUE": an emulated instruction sequence is [magic, M, K, N]
 FAULTS = ("no_device", "busy", "bad_xclbin", "error", "timeout")
 
