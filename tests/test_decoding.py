@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from npu_ep.whisper.decoding import Decoder, DecodeOptions, compression_ratio
-from npu_ep.whisper.features import log_mel_spectrogram
+from npu_ep.whisper.features import encoder_features
 from npu_ep.whisper.audio import load_audio
 from npu_ep.whisper.model import WhisperOnnx
 from npu_ep.whisper.tokenizer import WhisperTokenizer
@@ -23,7 +23,7 @@ def random_parts(random_model_dir: Path) -> tuple[WhisperOnnx, WhisperTokenizer,
 @pytest.fixture(scope="module")
 def encoder_states(random_parts, jfk_path: Path):
     model = random_parts[0]
-    return model.encode(log_mel_spectrogram(load_audio(jfk_path), model.n_mels))
+    return model.encode(encoder_features(load_audio(jfk_path), model.n_mels))
 
 
 def test_cached_steps_equal_full_recompute(random_parts, encoder_states) -> None:
@@ -161,7 +161,7 @@ def test_multilingual_language_detection_and_tasks(base_parts, jfk_path: Path) -
 
     model, tokenizer, decoder = base_parts
     assert tokenizer.multilingual and len(tokenizer.languages) >= 99
-    states = model.encode(log_mel_spectrogram(load_audio(jfk_path), model.n_mels))
+    states = model.encode(encoder_features(load_audio(jfk_path), model.n_mels))
     language, probability = decoder.detect_language(states)
     assert language == "en" and probability > 0.5
     assert tokenizer.sot_sequence("de", "translate") == [tokenizer.sot, tokenizer.languages["de"], tokenizer.translate]

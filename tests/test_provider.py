@@ -223,9 +223,9 @@ def test_qdq_matmul_runs_on_the_int8_kernel(tmp_path):
 @pytest.fixture(scope="module")
 def jfk_features(jfk_path) -> np.ndarray:
     from npu_ep.whisper.audio import load_audio
-    from npu_ep.whisper.features import log_mel_spectrogram
+    from npu_ep.whisper.features import encoder_features
 
-    mel = log_mel_spectrogram(load_audio(jfk_path))
+    mel = encoder_features(load_audio(jfk_path))
     mel = np.pad(mel, ((0, 0), (0, max(0, 3000 - mel.shape[1]))), constant_values=mel.min())[:, :3000]
     return mel[None].astype(np.float32)
 

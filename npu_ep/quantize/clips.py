@@ -57,9 +57,9 @@ def split_clips(calibration: list[str] | None, evaluation: list[str] | None, sta
 def clip_features(path: Path, n_mels: int) -> np.ndarray:
     """[1, n_mels, 3000] log-mel features of the clip's first 30 s, as the pipeline computes them."""
     from npu_ep.whisper.audio import load_audio
-    from npu_ep.whisper.features import log_mel_spectrogram
+    from npu_ep.whisper.features import encoder_features
 
-    return log_mel_spectrogram(load_audio(path), n_mels=n_mels)[None].astype(np.float32)
+    return encoder_features(load_audio(path), n_mels=n_mels)[None].astype(np.float32)
 
 
 def references(clips: list[Path]) -> dict[Path, str]:

@@ -11,7 +11,7 @@ import numpy as np
 from npu_ep.errors import NpuEpError
 from npu_ep.whisper.audio import SAMPLE_RATE, AudioSource
 from npu_ep.whisper.decoding import TEMPERATURES, TIMESTAMP_SECONDS, Decoder, DecodeOptions, DecodeResult
-from npu_ep.whisper.features import FRAME_SECONDS, HOP_LENGTH, WINDOW_FRAMES, log_mel_spectrogram
+from npu_ep.whisper.features import FRAME_SECONDS, HOP_LENGTH, WINDOW_FRAMES, encoder_features
 from npu_ep.whisper.model import WhisperOnnx
 from npu_ep.whisper.tokenizer import WhisperTokenizer
 
@@ -161,7 +161,7 @@ class Pipeline:
                 segment_frames = min(WINDOW_FRAMES, content_frames - seek, -(-len(samples) // HOP_LENGTH))
                 samples = samples[: segment_frames * HOP_LENGTH]
                 silent = np.sqrt(np.mean(np.square(samples, dtype=np.float64))) < _SILENCE_RMS
-                result = None if silent else self._decode_window(samples, segment_frames, options, info, prompt, clock)
+                result = None if silent else self._decode_window(samples, options, info, prompt, clock)
                 if result is None:  # no sound, or the model's no-speech verdict: skip the window
                     seek += segment_frames
                 else:
@@ -183,7 +183,6 @@ class Pipeline:
     def _decode_window(
         self,
         samples: np.ndarray,
-        segment_frames: int,
         options: DecodeOptions,
         info: TranscriptionInfo,
         prompt: list[int],
@@ -191,11 +190,7 @@ class Pipeline:
     ) -> DecodeResult | None:
         """Features, encoder and decoder of one window (timed from `clock`); None when it holds no speech."""
         timing = info.timing
-        features = log_mel_spectrogram(samples, self.model.n_mels)
-        # Past the end of the audio the encoder sees zeros, as faster-whisper feeds it, not the log
-        # floor of silence openai/whisper feeds: tiny.en then decodes short clips far more reliably
-        # (3 of the 4 clips in samples/ lose a word with the floor, none with zeros).
-        features[:, segment_frames:] = 0.0
+        features = encoder_features(samples, self.model.n_mels)
         timing.features += time.perf_counter() - clock
 
         clock = time.perf_counter()
