@@ -9,6 +9,7 @@ import pytest
 
 import npu_ep
 from npu_ep.cli import main
+from npu_ep.errors import NpuEpError
 from npu_ep.metrics import word_errors
 from npu_ep.whisper.audio import SAMPLE_RATE, load_audio
 from npu_ep.whisper.formats import transcript_text
@@ -133,3 +134,24 @@ def test_cli_bad_options(tiny_en_dir: Path, jfk_path: Path, tmp_path: Path, caps
     assert main(["transcribe", str(jfk_path), "--model", str(tiny_en_dir), *unwritable]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and str(blocker / "out") in err and "cannot create the output folder" in err
+
+
+def test_damaged_folder_and_impossible_options_are_one_line_errors(tiny_en_dir, tmp_path):
+    damaged = tmp_path / "damaged"
+    damaged.mkdir()
+    for file in tiny_en_dir.iterdir():
+        (damaged / file.name).symlink_to(file)
+    (damaged / "config.json").unlink()
+    (damaged / "config.json").write_text('{"num_mel_bins": 80')  # cut short
+    with pytest.raises(NpuEpError, match="damaged model folder.*npu-ep export"):
+        npu_ep.Pipeline(damaged)
+    pipeline = npu_ep.Pipeline(tiny_en_dir)
+    speech = np.zeros(16000, dtype=np.float32)
+    with pytest.raises(NpuEpError, match="between 1 and 64"):
+        pipeline.transcribe(speech, beam_size=60000)
+    with pytest.raises(NpuEpError, match="temperature"):
+        pipeline.transcribe(speech, temperature=())
+    with pytest.raises(NpuEpError, match="sample rate 0"):
+        pipeline.transcribe(speech, sample_rate=0)
+    with pytest.raises(NpuEpError, match="not audio samples"):
+        pipeline.transcribe(np.array(["a", "b"]))

@@ -131,7 +131,8 @@ def _run_exporter(hf_dir: Path, output: Path, opset: int | None) -> None:
         )
     missing = [file for file in ONNX_FILES if not (output / file).is_file()]
     if missing:
-        raise RuntimeError(f"optimum's exporter did not write {', '.join(missing)}")
+        raise NpuEpError(f"{output}: optimum's exporter did not write {', '.join(missing)} "
+                         "(check the optimum-onnx and transformers versions: pip install -e '.[export]')")
 
 
 def _check_features(feature_extractor) -> "np.ndarray":

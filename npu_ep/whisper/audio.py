@@ -37,7 +37,12 @@ class AudioSource:
         if isinstance(audio, np.ndarray):
             self.name = "audio array"
             self._file = None
-            samples = np.asarray(audio, dtype=np.float32)
+            if sample_rate <= 0:
+                raise NpuEpError(f"audio array: sample rate {sample_rate} Hz (give the array's real rate, e.g. 16000)")
+            try:
+                samples = np.asarray(audio, dtype=np.float32)
+            except (TypeError, ValueError):
+                raise NpuEpError(f"audio array: {audio.dtype} values are not audio samples (pass numbers)") from None
             if samples.ndim == 2 and samples.shape[0] < samples.shape[1] and samples.shape[0] <= 8:
                 samples = samples.T  # (channels, samples) as torch/librosa hand it over
             if samples.ndim not in (1, 2):

@@ -24,6 +24,10 @@ _PROGRESS_MIN_SECONDS = 60.0
 _SILENCE_RMS = 1e-3
 
 
+# Beams or samples decoded side by side: each holds its own key/value cache, so memory grows with it.
+MAX_CANDIDATES = 64
+
+
 @dataclass
 class Segment:
     start: float
@@ -68,8 +72,15 @@ class Pipeline:
         started = time.perf_counter()
         self.model_dir = Path(resolve_model(str(model)))
         self.device = device
-        self.model = WhisperOnnx(self.model_dir, device, threads)
-        self.tokenizer = WhisperTokenizer(self.model_dir)
+        try:
+            self.model = WhisperOnnx(self.model_dir, device, threads)
+            self.tokenizer = WhisperTokenizer(self.model_dir)
+        except NpuEpError:
+            raise
+        except Exception as error:  # bad JSON, missing keys, unreadable ONNX or tokenizer: one cause, one fix
+            cause = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            raise NpuEpError(f"{self.model_dir}: damaged model folder ({cause}) "
+                             f"(re-export it with: npu-ep export --model {model} --force)") from None
         self.decoder = Decoder(self.model, self.tokenizer)
         self.load_seconds = time.perf_counter() - started
 
@@ -97,8 +108,10 @@ class Pipeline:
         """
         if task not in ("transcribe", "translate"):
             raise NpuEpError(f"--task {task}: unknown task (use transcribe or translate)")
-        if beam_size < 1 or best_of < 1:
-            raise NpuEpError("--beam-size and best_of must be at least 1")
+        if not (1 <= beam_size <= MAX_CANDIDATES and 1 <= best_of <= MAX_CANDIDATES):
+            raise NpuEpError(f"--beam-size and best_of must be between 1 and {MAX_CANDIDATES}")
+        if not isinstance(temperature, (int, float)) and not tuple(temperature):
+            raise NpuEpError("temperature: give at least one value (e.g. 0.0)")
         self.tokenizer.check_language(language, task)
         options = DecodeOptions(
             task=task,
