@@ -40,13 +40,12 @@ def split_clips(calibration: list[str] | None, evaluation: list[str] | None, sta
 
     By default every other shipped clip calibrates and the rest evaluate.
     """
-    shipped = shipped_clips() if calibration is None or evaluation is None else []
-    if not static:
-        return [], audio_files(evaluation) if evaluation is not None else shipped
-    calib = audio_files(calibration) if calibration is not None else shipped[0::2]
+    needs_shipped = evaluation is None or (static and calibration is None)
+    shipped = shipped_clips() if needs_shipped else []
+    calib = [] if not static else audio_files(calibration) if calibration is not None else shipped[0::2]
     chosen = {p.resolve() for p in calib}
     held_out = [p for p in (audio_files(evaluation) if evaluation is not None else shipped) if p.resolve() not in chosen]
-    if len(calib) < MIN_CALIBRATION_CLIPS:
+    if static and len(calib) < MIN_CALIBRATION_CLIPS:
         raise NpuEpError(f"{len(calib)} calibration clip(s) given; static quantization needs at least "
                          f"{MIN_CALIBRATION_CLIPS} (pass more audio files or a folder with --calibration)")
     if not held_out:
