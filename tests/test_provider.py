@@ -150,9 +150,7 @@ def test_fallback_warning_is_a_python_warning(monkeypatch):
 
 
 def test_auto_without_an_npu_is_the_cpu_path_and_says_so(tmp_path, monkeypatch, capsys):
-    from npu_ep.provider import ops
-
-    monkeypatch.setattr(ops, "_said", set())
+    monkeypatch.setattr(xrt_backend, "emitted", set())  # as in a fresh process
     path = tmp_path / "mlp.onnx"
     onnx.save(mlp_model(), str(path))
     session = create_session(path, "auto")
@@ -259,3 +257,23 @@ def test_jfk_transcript_on_the_emulated_device_equals_cpu(tiny_en_dir, jfk_path)
     print(f"CPU: {cpu_text}")
     assert "ask not what your country can do for you" in cpu_text.lower()
     assert [s.text for s in npu] == [s.text for s in cpu]
+
+
+def test_transcription_never_imports_torch(random_model_dir, jfk_path):
+    # onnxruntime-extensions' package imports transformers and torch when installed (~300 MB, ~3 s);
+    # the CPU path must not import the extensions at all, the NPU path must keep torch out.
+    import subprocess
+    import sys
+
+    script = (
+        "import sys; import npu_ep\n"
+        f"pipeline = npu_ep.Pipeline({str(random_model_dir)!r}, device='cpu')\n"
+        f"pipeline.transcribe({str(jfk_path)!r})\n"
+        "assert 'onnxruntime_extensions' not in sys.modules, 'cpu path imported the extensions'\n"
+        "sess = npu_ep.session_options(device='emulator')  # what the NPU path registers\n"
+        "assert 'onnxruntime_extensions' in sys.modules\n"
+        "print(sorted(name for name in ('torch', 'transformers') if name in sys.modules))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == "[]"

@@ -99,11 +99,9 @@ def _one_node_session(op_type: str, a: np.ndarray, w: np.ndarray, domain: str = 
     model = helper.make_model(graph, opset_imports=opsets)
     options = ort.SessionOptions()
     if domain:  # the provider's op, its key bound to no device ("@unbound"): the bridge and CPU path only
-        from onnxruntime_extensions import get_library_path
+        from npu_ep.provider import ops  # defines the ops before the library registers
 
-        import npu_ep.provider.ops  # noqa: F401  (defines the ops before the library registers)
-
-        options.register_custom_ops_library(get_library_path())
+        options.register_custom_ops_library(ops.library_path())
     session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
     return lambda: session.run(None, {"a": a})
 

@@ -12,6 +12,7 @@ from pathlib import Path
 import onnxruntime as ort
 
 from npu_ep.errors import NpuEpError
+from npu_ep.provider.xrt_backend import resolve_device
 
 DEVICES = ("auto", "cpu", "npu", "emulator")
 
@@ -25,13 +26,11 @@ def session_options(device: str = "auto", threads: int | None = None) -> ort.Ses
     """SessionOptions with the provider's custom ops registered; partitioned nodes of sessions
     opened with them run on `device` ("npu", "emulator", "cpu" or "auto")."""
     _check(device)
-    from onnxruntime_extensions import get_library_path
-
     from npu_ep.provider import ops
 
-    ops.set_default_device(ops.resolve_device(device))
+    ops.set_default_device(resolve_device(device))
     options = ort.SessionOptions()
-    options.register_custom_ops_library(get_library_path())
+    options.register_custom_ops_library(ops.library_path())
     if threads:
         options.intra_op_num_threads = threads
     return options
@@ -52,9 +51,7 @@ def npu_profile() -> str:
 def create_session(onnx_path: str | Path, device: str = "cpu", threads: int | None = None) -> ort.InferenceSession:
     """Open `onnx_path` for `device` ("cpu", "npu", "emulator" or "auto")."""
     _check(device)
-    from npu_ep.provider import ops
-
-    device = ops.resolve_device(device)
+    device = resolve_device(device)
     options = ort.SessionOptions()
     # The arena keeps every peak a new prompt length or fallback batch asks for: with it, peak memory
     # over an hour of audio grew 1133 -> 1451 MB; without it, 1031 -> 1097 MB at the same speed.
@@ -66,7 +63,6 @@ def create_session(onnx_path: str | Path, device: str = "cpu", threads: int | No
         return ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
 
     import onnx
-    from onnxruntime_extensions import get_library_path
 
     from npu_ep.partition.planner import offloaded_count, partition_file
 
@@ -75,12 +71,14 @@ def create_session(onnx_path: str | Path, device: str = "cpu", threads: int | No
     model = onnx.load(str(partitioned))
     if offloaded_count(model) == 0:  # nothing worth the NPU here (e.g. one-token decoder steps)
         return ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
+    from npu_ep.provider import ops
+
     tag, backend = ops.bind(device)
     for node in model.graph.node:
         for attribute in node.attribute:
             if attribute.name == "node_key":
                 attribute.s = attribute.s + f"@{tag}".encode()
-    options.register_custom_ops_library(get_library_path())
+    options.register_custom_ops_library(ops.library_path())
     session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
     session.npu_backend = backend  # the device state lives exactly as long as the session
     return session

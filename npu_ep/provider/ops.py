@@ -10,17 +10,33 @@ is only fingerprinted (64 sampled values), never converted again.
 """
 from __future__ import annotations
 
+import importlib
 import itertools
 import sys
 import weakref
 
 import numpy as np
 from onnx import TensorProto
-from onnxruntime_extensions import PyCustomOpDef, onnx_op
-from onnxruntime_extensions._ocos import Opdef
 
 from npu_ep.provider import cpu_ops
-from npu_ep.provider.xrt_backend import Backend, fingerprint, npu_present
+from npu_ep.provider.xrt_backend import Backend, fingerprint
+
+
+def _import_extensions():
+    # The package's __init__ imports its tokenizer converters, which import transformers and torch
+    # when installed (2.8 s and ~300 MB resident, measured); its custom-op API needs neither, so
+    # those two imports are made to fail (the converters catch that) for the duration.
+    absent = [name for name in ("torch", "transformers") if name not in sys.modules]
+    sys.modules.update(dict.fromkeys(absent))
+    try:
+        return importlib.import_module("onnxruntime_extensions")
+    finally:
+        for name in absent:
+            del sys.modules[name]
+
+
+_extensions = _import_extensions()
+PyCustomOpDef, Opdef, onnx_op = _extensions.PyCustomOpDef, _extensions.Opdef, _extensions.onnx_op
 
 _F, _I8, _U8, _I32, _STR, _INT = (PyCustomOpDef.dt_float, PyCustomOpDef.dt_int8, PyCustomOpDef.dt_uint8,
                                   PyCustomOpDef.dt_int32, PyCustomOpDef.dt_string, PyCustomOpDef.dt_int64)
@@ -29,20 +45,11 @@ _KEYS = {"node_key": _STR, "kernel": _STR}
 _bindings: dict[str, weakref.ref] = {}
 _tags = itertools.count(1)
 _default: dict[str, object] = {"device": "cpu", "backend": None}
-_said: set[str] = set()
 
 
-def resolve_device(device: str) -> str:
-    """"auto" -> "npu" when pyxrt sees one, else "cpu" (said once per process)."""
-    if device != "auto":
-        return device
-    present, why = npu_present()
-    chosen = "npu" if present else "cpu"
-    message = f"npu-ep: device auto -> {chosen}" + ("" if present else f" ({why})")
-    if message not in _said:
-        _said.add(message)
-        print(message, file=sys.stderr)
-    return chosen
+def library_path() -> str:
+    """The onnxruntime-extensions library that bridges ORT to the Python ops above."""
+    return _extensions.get_library_path()
 
 
 def set_default_device(device: str) -> None:

@@ -13,6 +13,7 @@ cause; the caller's `cpu` function gives the CPU result.
 from __future__ import annotations
 
 import importlib
+import sys
 import warnings
 from dataclasses import dataclass, field
 from typing import Callable
@@ -23,7 +24,7 @@ from npu_ep.provider import kernels
 from npu_ep.provider.kernels import DTYPES, KernelEntry
 
 RUN_TIMEOUT_MS = 10_000
-emitted: set[str] = set()  # fallback warnings already shown in this process (each cause once)
+emitted: set[str] = set()  # fallback warnings and device choices already shown in this process
 
 
 class NpuFallbackWarning(UserWarning):
@@ -52,6 +53,19 @@ def npu_present() -> tuple[bool, str]:
     except Exception as error:  # pyxrt raises RuntimeError subclasses with the driver's text
         return False, f"pyxrt sees no NPU ({error})"
     return True, ""
+
+
+def resolve_device(device: str) -> str:
+    """"auto" -> "npu" when pyxrt sees one, else "cpu" (said once per process)."""
+    if device != "auto":
+        return device
+    present, why = npu_present()
+    chosen = "npu" if present else "cpu"
+    message = f"npu-ep: device auto -> {chosen}" + ("" if present else f" ({why})")
+    if message not in emitted:
+        emitted.add(message)
+        print(message, file=sys.stderr)
+    return chosen
 
 
 def pack_bf16(values: np.ndarray, out: np.ndarray, scratch: np.ndarray) -> None:
