@@ -6,7 +6,7 @@ import pytest
 
 from npu_ep.provider import emulator as xrt
 from npu_ep.provider import kernels
-from npu_ep.provider.emulator import f32_to_bf16
+from npu_ep.provider.bf16 import from_f32
 
 
 @pytest.fixture(autouse=True)
@@ -53,7 +53,7 @@ def test_bf16_gemm_accumulates_in_fp32():
     rng = np.random.default_rng(1)
     a = rng.standard_normal((128, 64), dtype=np.float32)
     b = rng.standard_normal((64, 128), dtype=np.float32)
-    a16, b16 = f32_to_bf16(a), f32_to_bf16(b)
+    a16, b16 = from_f32(a), from_f32(b)
     state, c = run_gemm("gemm_bf16_f32_npu1", a16, b16, np.float32)
     assert state == xrt.ert_cmd_state.ERT_CMD_STATE_COMPLETED
     widened = lambda bits: (bits.astype(np.uint32) << 16).view(np.float32)  # noqa: E731

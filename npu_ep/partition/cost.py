@@ -21,7 +21,7 @@ from npu_ep.partition.profiles import DeviceProfile
 from npu_ep.paths import cache_dir
 from npu_ep.provider.kernels import KernelEntry
 
-CALIBRATION_VERSION = 2
+CALIBRATION_VERSION = 3
 
 
 @dataclass(frozen=True)
@@ -131,7 +131,7 @@ def _measure(machine: str) -> Calibration:
 def _host_gbs(rng: np.random.Generator, M: int, K: int) -> float:
     """The provider's whole host path (onnxruntime-extensions bridge copying inputs, the weight
     included, and the output; bf16 packing; sync and run calls) per byte, measured through a real
-    session on the emulated device with the emulated kernel's compute subtracted."""
+    session on the emulated device with the emulated kernel computing nothing."""
     from npu_ep.provider import emulator, kernels, ops
 
     tag, backend = ops.bind("emulator")
@@ -140,14 +140,10 @@ def _host_gbs(rng: np.random.Generator, M: int, K: int) -> float:
     run = _one_node_session("NpuMatMul", x, square, domain="ai.onnx.contrib", node_key=f"calibrate@{tag}",
                             kernel=kernels.kernel_for("emulator", "bf16").name)
     run()  # weight resident, buffers prepared
-    times = []
-    for _ in range(7):
-        compute = emulator.stats.compute_seconds
-        start = time.perf_counter()
-        run()
-        times.append((time.perf_counter() - start - (emulator.stats.compute_seconds - compute)) * 1e3)
+    with emulator.without_compute():
+        host_ms = _median_ms(run, 7)
     del backend
-    return host_bytes(M, K, K, int8=False) / max(statistics.median(times), 0.01) / 1e6
+    return host_bytes(M, K, K, int8=False) / max(host_ms, 0.01) / 1e6
 
 
 def host_bytes(M: int, K: int, N: int, int8: bool) -> int:

@@ -111,13 +111,6 @@ def npu_gemm(a: np.ndarray, w: np.ndarray, c: np.ndarray, node_key: str, kernel:
     return backend.gemm(key, kernel, a, lambda: w.T if trans_b else w, fingerprint(w), cpu, finish=lambda y: y + c)
 
 
-def _int8_rows(a: np.ndarray, zero: np.ndarray) -> tuple[np.ndarray, int]:
-    """uint8 activations become int8 by flipping the top bit (x - 128), the zero point follows."""
-    if a.dtype == np.uint8:
-        return (a ^ np.uint8(0x80)).view(np.int8), int(zero) - 128
-    return a, int(zero)
-
-
 @onnx_op(op_type="NpuMatMulInteger", inputs=[_U8, _I8, _U8, _I8], outputs=[_I32], attrs=_KEYS)
 def npu_matmul_integer(a: np.ndarray, w: np.ndarray, a_zero: np.ndarray, w_zero: np.ndarray,
                        node_key: str, kernel: str) -> np.ndarray:
@@ -126,8 +119,7 @@ def npu_matmul_integer(a: np.ndarray, w: np.ndarray, a_zero: np.ndarray, w_zero:
     cpu = lambda: cpu_ops.run("MatMulInteger", [a, w, a_zero, w_zero], TensorProto.INT32)  # noqa: E731
     if backend is None:
         return cpu()
-    rows, zero = _int8_rows(a, a_zero)
-    return backend.gemm(key, kernel, rows, lambda: w, fingerprint(w), cpu, a_zero=zero)
+    return backend.gemm(key, kernel, a, lambda: w, fingerprint(w), cpu, a_zero=int(a_zero))
 
 
 def _qdq(a_q, a_scale, a_zero, w_q, w_scale, w_zero, node_key, kernel):
@@ -142,10 +134,9 @@ def _qdq(a_q, a_scale, a_zero, w_q, w_scale, w_zero, node_key, kernel):
 
     if backend is None:
         return cpu()
-    rows, zero = _int8_rows(a_q, a_zero)
     scale = np.float32(a_scale) * w_scale.astype(np.float32)
-    return backend.gemm(key, kernel, rows, lambda: w_q, fingerprint(w_q), cpu, a_zero=zero,
-                        finish=lambda acc: acc.astype(np.float32) * scale)
+    return backend.gemm(key, kernel, a_q, lambda: w_q, fingerprint(w_q), cpu, a_zero=int(a_zero),
+                        finish=lambda acc: np.multiply(acc, scale, dtype=np.float32))
 
 
 @onnx_op(op_type="NpuQdqMatMul", inputs=[_I8, _F, _I8, _I8, _F, _I8], outputs=[_F], attrs=_KEYS)

@@ -20,7 +20,7 @@ from typing import Callable
 
 import numpy as np
 
-from npu_ep.provider import kernels
+from npu_ep.provider import bf16, kernels
 from npu_ep.provider.kernels import DTYPES, KernelEntry
 
 RUN_TIMEOUT_MS = 10_000
@@ -68,19 +68,6 @@ def resolve_device(device: str) -> str:
     return chosen
 
 
-def pack_bf16(values: np.ndarray, out: np.ndarray, scratch: np.ndarray) -> None:
-    """float32 [M, K] -> bf16 bits in out[:M, :K], rounding to nearest (ties away from zero).
-
-    Three vectorised passes in preallocated memory (add 0x8000 to the float's bits, keep the high
-    half, narrow into the buffer); exact ties (1 value in 65536) round away from zero, not to even.
-    """
-    rows, cols = values.shape
-    work = scratch[:rows]
-    np.add(values.view(np.uint32), 0x8000, out=work)
-    np.right_shift(work, 16, out=work)
-    out[:rows, :cols] = work
-
-
 @dataclass
 class _Kernel:
     entry: KernelEntry
@@ -96,7 +83,6 @@ class _Shape:
     a_bo: object
     c_bo: object
     run: object
-    scratch: np.ndarray | None
 
 
 @dataclass
@@ -141,7 +127,8 @@ class Backend:
 
         `w` converts the weight (float32, or int8 with zero point 0) and is called only when the
         node's weight is not resident yet; `w_id` is its fingerprint. For int8 kernels `a` is int8
-        with zero point `a_zero`. `cpu` gives the whole node's CPU result, used on any fault.
+        or uint8 with zero point `a_zero`. `cpu` gives the whole node's CPU result, used on any fault.
+        The result may be a view of a device buffer: valid until this node's next call.
         """
         def npu() -> np.ndarray:
             out = self._gemm(key, kernel_name, a, w, w_id, a_zero)
@@ -205,7 +192,7 @@ class Backend:
         view = np.frombuffer(bo.map(), dtype=dtype).reshape(Kp, Np)
         view[...] = 0
         if entry.dtype_in == "bf16":
-            pack_bf16(np.ascontiguousarray(weight, dtype=np.float32), view, np.empty((K, N), np.uint32))
+            bf16.pack(weight, view)
         else:
             view[:K, :N] = weight
         bo.sync(xrt.xclBOSyncDirection.XCL_BO_SYNC_BO_TO_DEVICE)
@@ -242,8 +229,7 @@ class Backend:
             run = xrt.run(kernel.handle)
             for index, arg in enumerate((entry.opcode, insts[0], insts[1], a_bo, node.weight_bo, c_bo)):
                 run.set_arg(index, arg)
-            scratch = np.empty((Mp, node.K), np.uint32) if entry.dtype_in == "bf16" else None
-            shape = node.shapes[Mp] = _Shape(a, c, a_bo, c_bo, run, scratch)
+            shape = node.shapes[Mp] = _Shape(a, c, a_bo, c_bo, run)
         return shape, Mp
 
     def _gemm(self, key: str, kernel_name: str, a: np.ndarray, w, w_id: bytes, a_zero: int) -> np.ndarray:
@@ -252,8 +238,13 @@ class Backend:
         rows = a.reshape(-1, node.K)
         M = rows.shape[0]
         shape, Mp = self._shape(node, M)
-        if shape.scratch is not None:
-            pack_bf16(np.ascontiguousarray(rows, dtype=np.float32), shape.a, shape.scratch)
+        if node.kernel.entry.dtype_in == "bf16":
+            bf16.pack(rows, shape.a)
+        elif rows.dtype == np.uint8:
+            # uint8 becomes the kernel's int8 by flipping the top bit (x - 128), in the same pass as
+            # the copy; the zero point follows.
+            np.bitwise_xor(rows, np.uint8(0x80), out=shape.a[:M, :node.K].view(np.uint8))
+            a_zero -= 128
         else:
             shape.a[:M, :node.K] = rows
         xrt = self._xrt
@@ -266,6 +257,6 @@ class Backend:
             raise NpuFault(f"run ended in {getattr(state, 'name', state)}")
         shape.c_bo.sync(xrt.xclBOSyncDirection.XCL_BO_SYNC_BO_FROM_DEVICE, M * shape.c.strides[0], 0)
         out = shape.c[:M, :node.N]
-        if a_zero:
-            out = out - np.int32(a_zero) * node.colsum
+        if a_zero:  # sum_k (a - z) w = sum_k a w - z colsum, corrected in the output buffer itself
+            np.subtract(out, np.int32(a_zero) * node.colsum, out=out)
         return out.reshape(*lead, node.N)
