@@ -5,6 +5,8 @@ from __future__ import annotations
 import functools
 import json
 import os
+import site
+import sysconfig
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,7 +14,11 @@ import numpy as np
 
 from npu_ep.errors import NpuEpError
 
-_CHECKOUT_KERNELS = Path(__file__).resolve().parents[2] / "kernels"
+# A source checkout's kernels/, else where a wheel puts it (pyproject's data-files), for a system
+# or a --user install.
+_KERNEL_DIRS = (Path(__file__).resolve().parents[2] / "kernels",
+                Path(sysconfig.get_path("data")) / "share" / "npu_ep" / "kernels",
+                Path(site.getuserbase()) / "share" / "npu_ep" / "kernels")
 # Device family of each partition profile's kernels; the emulator stands in for an XDNA1 (npu1).
 FAMILY = {"xdna1": "npu1", "xdna2": "npu2", "emulator": "npu1"}
 DTYPES = {"bf16": np.uint16, "f32": np.float32, "i8": np.int8, "i32": np.int32}
@@ -47,9 +53,11 @@ class KernelEntry:
 
 
 def kernels_dir() -> Path:
-    """`$NPU_EP_KERNELS`, else the `kernels/` folder of the source checkout."""
+    """`$NPU_EP_KERNELS`, else the first installed kernels folder that has a manifest."""
     env = os.environ.get("NPU_EP_KERNELS")
-    return Path(env).expanduser() if env else _CHECKOUT_KERNELS
+    if env:
+        return Path(env).expanduser()
+    return next((d for d in _KERNEL_DIRS if (d / "manifest.json").exists()), _KERNEL_DIRS[0])
 
 
 @functools.lru_cache(maxsize=None)
