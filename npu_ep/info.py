@@ -64,7 +64,7 @@ def exported_models(folder: Path) -> list[tuple[str, str]]:
 def npu_status() -> str:
     """Whether pyxrt imports and opens an NPU (the provider's own probe when it has one)."""
     try:
-        from npu_ep.provider.xrt_backend import npu_present
+        from npu_ep.provider.device import npu_present
     except ImportError:
         try:
             import pyxrt  # noqa: F401

@@ -12,6 +12,7 @@ import npu_ep
 from npu_ep.partition import cost
 from npu_ep.partition.planner import offloaded_count
 from npu_ep.provider import create_session, emulator, xrt_backend
+from npu_ep.provider import device as device_choice
 from npu_ep.provider.xrt_backend import Backend, NpuFallbackWarning, fingerprint
 
 M, D = 1500, 384
@@ -163,7 +164,7 @@ def test_fallback_warning_is_a_python_warning(monkeypatch):
 
 
 def test_auto_without_an_npu_is_the_cpu_path_and_says_so(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(xrt_backend, "emitted", set())  # as in a fresh process
+    monkeypatch.setattr(device_choice, "_said", set())  # as in a fresh process
     path = tmp_path / "mlp.onnx"
     onnx.save(mlp_model(), str(path))
     session = create_session(path, "auto")
@@ -274,7 +275,7 @@ def test_jfk_transcript_on_the_emulated_device_equals_cpu(tiny_en_dir, jfk_path)
 
 def test_transcription_never_imports_torch(random_model_dir, jfk_path):
     # onnxruntime-extensions' package imports transformers and torch when installed (~300 MB, ~3 s);
-    # the CPU path must not import the extensions at all, the NPU path must keep torch out.
+    # the CPU path must not import the NPU provider's parts at all, the NPU path must keep torch out.
     import subprocess
     import sys
 
@@ -282,7 +283,7 @@ def test_transcription_never_imports_torch(random_model_dir, jfk_path):
         "import sys; import npu_ep\n"
         f"pipeline = npu_ep.Pipeline({str(random_model_dir)!r}, device='cpu')\n"
         f"pipeline.transcribe({str(jfk_path)!r})\n"
-        "assert 'onnxruntime_extensions' not in sys.modules, 'cpu path imported the extensions'\n"
+        "assert 'onnxruntime_extensions' not in sys.modules and 'numba' not in sys.modules, 'cpu path imported NPU parts'\n"
         "sess = npu_ep.session_options(device='emulator')  # what the NPU path registers\n"
         "assert 'onnxruntime_extensions' in sys.modules\n"
         "print(sorted(name for name in ('torch', 'transformers') if name in sys.modules))\n"

@@ -12,8 +12,6 @@ cause; the caller's `cpu` function gives the CPU result.
 """
 from __future__ import annotations
 
-import importlib
-import sys
 import warnings
 from dataclasses import dataclass, field
 from typing import Callable
@@ -21,10 +19,11 @@ from typing import Callable
 import numpy as np
 
 from npu_ep.provider import bf16, kernels
+from npu_ep.provider.device import xrt_module
 from npu_ep.provider.kernels import DTYPES, KernelEntry
 
 RUN_TIMEOUT_MS = 10_000
-emitted: set[str] = set()  # fallback warnings and device choices already shown in this process
+emitted: set[str] = set()  # fallback warnings already shown in this process (each cause once)
 
 
 class NpuFallbackWarning(UserWarning):
@@ -33,39 +32,6 @@ class NpuFallbackWarning(UserWarning):
 
 class NpuFault(RuntimeError):
     """The NPU path failed for a node; the message names the cause."""
-
-
-def xrt_module(device: str):
-    """`pyxrt` for a real NPU, the emulator module for device="emulator"."""
-    if device == "emulator":
-        return importlib.import_module("npu_ep.provider.emulator")
-    return importlib.import_module("pyxrt")
-
-
-def npu_present() -> tuple[bool, str]:
-    """(True, "") when pyxrt imports and opens device 0, else (False, why not)."""
-    try:
-        xrt = xrt_module("npu")
-    except ImportError:
-        return False, "pyxrt is not installed"
-    try:
-        xrt.device(0)
-    except Exception as error:  # pyxrt raises RuntimeError subclasses with the driver's text
-        return False, f"pyxrt sees no NPU ({error})"
-    return True, ""
-
-
-def resolve_device(device: str) -> str:
-    """"auto" -> "npu" when pyxrt sees one, else "cpu" (said once per process)."""
-    if device != "auto":
-        return device
-    present, why = npu_present()
-    chosen = "npu" if present else "cpu"
-    message = f"npu-ep: device auto -> {chosen}" + ("" if present else f" ({why})")
-    if message not in emitted:
-        emitted.add(message)
-        print(message, file=sys.stderr)
-    return chosen
 
 
 @dataclass
