@@ -5,6 +5,9 @@ import os
 from pathlib import Path
 
 _CHECKOUT = Path(__file__).resolve().parent.parent
+# The speech clips shipped with the source checkout, with their references.json: quantize's default
+# calibration and evaluation audio, and the source of bench's default suite.
+SAMPLES_DIR = _CHECKOUT / "samples"
 
 
 def models_dir() -> Path:

@@ -7,8 +7,10 @@ import time
 import pytest
 import soundfile as sf
 
-from npu_ep.bench.suite import LONG_MIN_SECONDS, build_suite
+from npu_ep.bench.suite import LONG_MIN_SECONDS, SUITE_FILE, build_suite
 from npu_ep.cli import main
+from npu_ep.errors import NpuEpError
+from npu_ep.paths import SAMPLES_DIR
 
 JFK_TEXT = "And so my fellow Americans, ask not what your country can do for you, ask what you can do for your country."
 
@@ -93,8 +95,53 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, argv, message, capsys):
     assert message in error and len(error.splitlines()) == 1
 
 
-def test_bad_references_file(tmp_path, jfk_path, capsys):
+@pytest.mark.parametrize(
+    "content, message",
+    [("{not json", "not a readable JSON references file"), ("[]", "not a JSON object"),
+     ('{"jfk.flac": ["ask", "not"]}', "the entry for 'jfk.flac' is not text")],
+)
+def test_bad_references_file(tmp_path, jfk_path, capsys, content, message):
     refs = tmp_path / "refs.json"
-    refs.write_text("{not json")
+    refs.write_text(content)
     assert main(["bench", str(jfk_path), "--refs", str(refs), "--out", str(tmp_path)]) == 2
-    assert "refs.json: not a readable JSON references file" in capsys.readouterr().err
+    error = capsys.readouterr().err.strip()
+    assert f"refs.json: {message}" in error and "make it a JSON object mapping audio file name" in error
+    assert len(error.splitlines()) == 1
+
+
+def test_two_model_folders_with_one_name_are_refused(tmp_path, jfk_path, capsys):
+    for parent in ("a", "b"):
+        (tmp_path / parent / "tiny.en").mkdir(parents=True)
+    models = f"{tmp_path / 'a' / 'tiny.en'},{tmp_path / 'b' / 'tiny.en'}"
+    assert main(["bench", str(jfk_path), "--models", models, "--out", str(tmp_path / "out")]) == 2
+    error = capsys.readouterr().err.strip()
+    assert "both named tiny.en" in error and "rename one" in error and len(error.splitlines()) == 1
+
+
+@pytest.mark.parametrize("damage", ["{not json", "[]", '{"stamp": "old"}', "missing clip"])
+def test_damaged_cached_suite_is_rebuilt(tmp_path, damage):
+    files, references = build_suite("default", root=tmp_path)
+    if damage == "missing clip":
+        files[0].unlink()
+    else:
+        (tmp_path / "default" / SUITE_FILE).write_text(damage)
+    assert build_suite("default", root=tmp_path) == (files, references)
+    assert all(path.is_file() for path in files)
+
+
+def test_malformed_shipped_references_is_one_line(tmp_path):
+    samples = tmp_path / "samples"
+    samples.mkdir()
+    (samples / "references.json").write_text('{"hello.flac": "Hello", }')
+    with pytest.raises(NpuEpError) as error:
+        build_suite("default", samples_dir=samples, root=tmp_path / "cache")
+    message = str(error.value)
+    assert message.startswith(f"{samples / 'references.json'}: not a readable JSON references file")
+    assert "make it a JSON object" in message and "\n" not in message
+
+
+def test_shipped_samples_have_valid_references():
+    from npu_ep.metrics import load_references
+
+    references = load_references(SAMPLES_DIR / "references.json")
+    assert references and all((SAMPLES_DIR / name).is_file() for name in references)

@@ -1,12 +1,14 @@
 """`npu-ep export` / `resolve_model` / `npu-ep info` on real exports: a small random Whisper and tiny.en."""
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 import json
 import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -114,6 +116,20 @@ def test_transformers_and_optimum_load_the_folder(random_model_dir):
     model = ORTModelForSpeechSeq2Seq.from_pretrained(random_model_dir)
     tokens = model.generate(features, max_new_tokens=3)
     assert tokens.shape[0] == 1 and tokens.shape[1] >= 2
+
+
+def test_sharded_checkpoint_folder_exports(tmp_path):
+    from transformers import WhisperForConditionalGeneration
+
+    from conftest import build_random_whisper
+
+    hf = build_random_whisper(tmp_path / "hf")
+    model = WhisperForConditionalGeneration.from_pretrained(hf)
+    (hf / "model.safetensors").unlink()
+    model.save_pretrained(hf, max_shard_size="4MB")
+    assert (hf / "model.safetensors.index.json").is_file()
+    out = export_model(hf, out_dir=tmp_path / "out")
+    assert json.loads((out / "manifest.json").read_text())["check"]["encoder_max_abs_diff"] <= 1e-3
 
 
 # --- up-to-date check and --force --------------------------------------------------------------
@@ -279,6 +295,70 @@ def test_missing_export_extra_says_how_to_install_it(tmp_path):
     code = "import sys\nsys.modules['torch'] = None  # as if the export extra were not installed"
     result = run_cli("export", "--model", "tiny.en", "--out", str(tmp_path / "out"), code=code)
     assert_one_line_error(result, "torch", "pip install -e '.[export]'")
+
+
+def test_whisper_folder_without_weights(tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "whisper"}))
+    (tmp_path / "flax_model.msgpack").write_bytes(b"\0")  # weights transformers' PyTorch classes cannot load
+    result = run_cli("export", "--model", str(tmp_path), "--out", str(tmp_path / "out"))
+    assert_one_line_error(result, f"{tmp_path}: Hugging Face Whisper folder without weights", "*.safetensors or *.bin",
+                          "model.save_pretrained")
+    assert not (tmp_path / "out").exists()
+
+
+def fake_hub(repo: dict[str, str], folder: Path, calls: list) -> Callable:
+    """A stand-in for huggingface_hub.snapshot_download over the made-up repository `repo`: no network."""
+
+    def snapshot_download(repo_id: str, allow_patterns: list[str], **kwargs) -> str:
+        calls.append(allow_patterns)
+        folder.mkdir(parents=True, exist_ok=True)
+        for name, content in repo.items():
+            if any(fnmatch.fnmatch(name, pattern) for pattern in allow_patterns):
+                (folder / name).write_text(content)
+        return str(folder)
+
+    return snapshot_download
+
+
+WHISPER_CONFIG = json.dumps({"model_type": "whisper"})
+
+
+@pytest.mark.parametrize(
+    "repo, calls, weights",
+    [
+        # Safetensors: one download, and no pytorch_model.bin beside it.
+        ({"config.json": WHISPER_CONFIG, "model.safetensors": "w", "pytorch_model.bin": "w"}, 1, ["model.safetensors"]),
+        # An older checkpoint with only pytorch_model.bin: fetched by a second download.
+        ({"config.json": WHISPER_CONFIG, "pytorch_model.bin": "w"}, 2, ["pytorch_model.bin"]),
+    ],
+)
+def test_hub_download_takes_safetensors_else_bin(tmp_path, monkeypatch, repo, calls, weights):
+    from npu_ep.export import resolve
+
+    made: list = []
+    monkeypatch.setattr("huggingface_hub.snapshot_download", fake_hub(repo, tmp_path / "snapshot", made))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    folder = resolve._download("someone/whisper-old")
+    assert len(made) == calls
+    assert sorted(p.name for p in folder.iterdir() if p.suffix in (".safetensors", ".bin")) == weights
+
+
+@pytest.mark.parametrize(
+    "repo, message",
+    [
+        ({"config.json": WHISPER_CONFIG, "flax_model.msgpack": "w"}, "the hub repository has no *.safetensors or *.bin weights"),
+        # A CTranslate2 repository: refused before its model.bin is downloaded.
+        ({"config.json": "{}", "model.bin": "w"}, "not a Whisper model"),
+    ],
+)
+def test_hub_repository_without_usable_weights(tmp_path, repo, message):
+    snapshot = tmp_path / "snapshot"
+    code = (f"import pathlib, sys\nsys.path.insert(0, {str(Path(__file__).parent)!r})\nimport huggingface_hub, test_export\n"
+            f"huggingface_hub.snapshot_download = test_export.fake_hub({repo!r}, pathlib.Path({str(snapshot)!r}), [])")
+    result = run_cli("export", "--model", "someone/whisper-flax", "--out", str(tmp_path / "out"), code=code,
+                     env={"HF_HUB_OFFLINE": "0"})
+    assert_one_line_error(result, "someone/whisper-flax", message)
+    assert not (snapshot / "model.bin").exists()
 
 
 def test_folder_that_is_not_whisper(tmp_path):

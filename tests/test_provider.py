@@ -9,7 +9,6 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 import npu_ep
-from npu_ep.partition import cost
 from npu_ep.partition.planner import offloaded_count
 from npu_ep.provider import create_session, emulator, xrt_backend
 from npu_ep.provider import device as device_choice
@@ -22,16 +21,9 @@ M, D = 1500, 384
 BF16_U = 2.0 ** -8
 
 
-# Placement follows this machine's measured CPU speed, which swings with load (int8 MatMul measured
-# 210-850 GOP/s here); these tests are about running offloaded nodes, so they fix the CPU figures
-# to a modest 2-core laptop's.
-REFERENCE_CPU = cost.Calibration(machine="tests", cpu_fixed_ms=0.006, cpu_gflops=80.0, cpu_int8_gops=200.0,
-                                 cpu_mem_gbs=20.0, op_fixed_ms=0.02, host_gbs=20.0)
-
-
 @pytest.fixture(autouse=True)
-def reference_cpu(monkeypatch):
-    monkeypatch.setattr(cost, "calibration", lambda refresh=False: REFERENCE_CPU)
+def fixed_cpu(reference_cpu):
+    """Placement by the fixed CPU figures (conftest): these tests are about running offloaded nodes."""
 
 
 @pytest.fixture(autouse=True)

@@ -1,7 +1,9 @@
 """`npu-ep quantize`: real quantized models, real sessions, real audio."""
 from __future__ import annotations
 
+import hashlib
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +15,7 @@ from npu_ep.cli import main
 from npu_ep.metrics import wer
 from npu_ep.quantize import quantize_model
 from npu_ep.quantize.build import matching_nodes
-from npu_ep.quantize.folder import ONNX_FILES
+from npu_ep.quantize.folder import ACCURACY, ONNX_FILES
 from npu_ep.whisper.pipeline import Pipeline
 
 JFK_TEXT = "And so my fellow Americans, ask not what your country can do for you, ask what you can do for your country."
@@ -61,6 +63,10 @@ def test_dynamic_folder_is_complete_and_says_how_it_was_made(dynamic_random: Pat
     assert manifest["quantization"]["mode"] == "dynamic"
     assert manifest["quantization"]["source"] == str(random_model_dir)
     assert set(manifest["files"]) >= set(ONNX_FILES)
+    # accuracy.json is added after the graphs were hashed: its own entry must still be right.
+    assert manifest["files"][ACCURACY] == hashlib.sha256((dynamic_random / ACCURACY).read_bytes()).hexdigest()
+    assert manifest["file_sizes"][ACCURACY] == (dynamic_random / ACCURACY).stat().st_size
+    assert manifest["quantization"]["accuracy"]["clips"] == 1
     for name in ONNX_FILES:
         ops = {node.op_type for node in onnx.load(dynamic_random / name).graph.node}
         assert "MatMulInteger" in ops, name
@@ -75,6 +81,20 @@ def test_accuracy_report_written_and_sane(dynamic_random: Path) -> None:
     assert 0.0 <= report["top1_match_rate"] <= 1.0
     assert report["per_clip"][0]["reference"] is None  # jfk has no references.json beside it: float text is the reference
     assert report["wer_float"] == 0.0
+
+
+def test_each_onnx_file_is_opened_once(random_model_dir: Path, jfk_path: Path, second_clip: Path,
+                                        held_out_clip: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Calibration, the float transcripts and the report's raw outputs share one set of sessions per model."""
+    import npu_ep.provider
+
+    opened: list[Path] = []
+    create_session = npu_ep.provider.create_session
+    monkeypatch.setattr(npu_ep.provider, "create_session", lambda path, *a, **k: opened.append(path) or create_session(path, *a, **k))
+    out, _ = quantize_model(random_model_dir, "static", tmp_path / "static", calibration=[jfk_path, second_clip],
+                            evaluation=[held_out_clip], max_wer_increase=NO_WER_LIMIT, progress=False)
+    assert sorted(p.name for p in opened) == sorted(ONNX_FILES * 2)
+    assert {p.parent.name for p in opened} == {random_model_dir.name, f".{out.name}.partial"}
 
 
 def test_quantized_model_transcribes_through_the_pipeline(dynamic_random: Path, jfk_path: Path) -> None:
@@ -157,6 +177,20 @@ def test_refuses_calibration_that_is_not_audio_or_too_little(
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
 
 
+def test_refuses_malformed_references_beside_the_clips_before_quantizing(
+    capsys: pytest.CaptureFixture, random_model_dir: Path, jfk_path: Path, tmp_path: Path
+) -> None:
+    clips = tmp_path / "clips"
+    clips.mkdir()
+    shutil.copy(jfk_path, clips / jfk_path.name)
+    (clips / "references.json").write_text('{"jfk.flac": "And so my fellow Americans"')  # cut short
+    out = tmp_path / "out"
+    err = cli_error(capsys, "--model", str(random_model_dir), "--mode", "dynamic", "--eval", str(clips), "--out", str(out))
+    assert err.startswith(f"{clips / 'references.json'}: not a readable JSON references file")
+    assert "make it a JSON object mapping audio file name -> transcript text" in err
+    assert not out.exists() and not (tmp_path / ".out.partial").exists()
+
+
 def test_refuses_an_existing_output_without_force(
     capsys: pytest.CaptureFixture, random_model_dir: Path, jfk_path: Path, tmp_path: Path
 ) -> None:
@@ -189,7 +223,7 @@ def test_tiny_en_dynamic_int8_keeps_jfk_word_perfect(tiny_en_dir: Path, jfk_path
 
 
 def test_tiny_en_static_int8_on_the_emulated_npu_matches_the_float_transcript(
-    tiny_en_dir: Path, jfk_path: Path, tmp_path: Path
+    tiny_en_dir: Path, jfk_path: Path, tmp_path: Path, reference_cpu: None
 ) -> None:
     out, report = quantize_model(tiny_en_dir, "static", tmp_path / "tiny.en-int8-static", progress=False)
     assert report["wer_increase"] <= 1.0

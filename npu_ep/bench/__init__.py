@@ -36,7 +36,8 @@ def _csv(value: str, option: str) -> list[str]:
 
 
 def _inputs(args: argparse.Namespace) -> tuple[list[Path], dict[str, str]]:
-    from npu_ep.bench.suite import build_suite, load_references
+    from npu_ep.bench.suite import build_suite
+    from npu_ep.metrics import load_references
 
     if args.suite and args.files:
         raise NpuEpError("give either audio FILEs or --suite, not both")
@@ -56,6 +57,21 @@ def _inputs(args: argparse.Namespace) -> tuple[list[Path], dict[str, str]]:
         # A reference may be keyed by the file's name or by the path as given on the command line.
         references.update({path.name: given[key] for path in files for key in (str(path), path.name) if key in given})
     return list(files), references
+
+
+def _models(value: str) -> dict[str, Path]:
+    """--models as {name: exported folder}. A folder goes by its own name, which must be unique: results,
+    logs and the int8 variant looked up for it are keyed by that name."""
+    from npu_ep.export import resolve_model
+
+    given: dict[str, str] = {}
+    for entry in _csv(value, "--models"):
+        name = Path(entry).name if Path(entry).is_dir() else entry
+        if name in given:
+            raise NpuEpError(f"--models: {given[name]} and {entry} are both named {name} (results are keyed by "
+                             "model name: give each model once, or rename one of the folders)")
+        given[name] = entry
+    return {name: resolve_model(entry) for name, entry in given.items()}
 
 
 def _npu_section(model_dirs: dict[str, Path]) -> tuple[str, dict]:
@@ -93,9 +109,7 @@ def run(args: argparse.Namespace) -> int:
     except OSError as error:
         raise NpuEpError(f"{args.out}: cannot create the output folder ({error.strerror})") from None
 
-    from npu_ep.export import resolve_model
-
-    models = {Path(name).name if Path(name).is_dir() else name: resolve_model(name) for name in _csv(args.models, "--models")}
+    models = _models(args.models)
     runs, machine = measure(files, models, engines, beam_sizes, args.threads, args.repeat, args.out / "logs")
     durations = machine.pop("durations")
     results = [summarize(one, durations, references) for one in runs]

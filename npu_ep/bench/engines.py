@@ -64,16 +64,16 @@ class OursEngine(Engine):
     def locate(self, model: str, fp32_dir: Path) -> Path:
         if not self.quantization:
             return fp32_dir
-        from npu_ep.export.onnx_export import read_manifest
+        from npu_ep.export.onnx_export import MANIFEST, read_manifest
         from npu_ep.paths import models_dir
         from npu_ep.quantize.folder import default_output
 
         manifest = read_manifest(fp32_dir)
         if manifest is None:
-            raise EngineUnavailable(f"{fp32_dir}: no valid manifest.json (re-export it with: npu-ep export --force)")
+            raise EngineUnavailable(f"{fp32_dir}: no valid {MANIFEST} (re-export it with: npu-ep export --force)")
         # Where `npu-ep quantize` writes its output by default.
         variant = default_output(manifest, self.quantization)
-        if not (variant / "manifest.json").is_file():
+        if not (variant / MANIFEST).is_file():
             named = fp32_dir == models_dir() / model
             raise EngineUnavailable(
                 f"{variant} does not exist (make it with: npu-ep quantize --model {model if named else fp32_dir} "

@@ -2,7 +2,7 @@
 
 The default suite holds every shipped clip as it is, a long-form concatenation (> 60 s), one clip
 with white noise at a fixed seed, and near-silence with an empty reference. It is written once
-into the cache folder and rebuilt only when the shipped clips change.
+into the cache folder and rebuilt only when the shipped clips change or the cached copy is damaged.
 """
 from __future__ import annotations
 
@@ -13,9 +13,10 @@ from pathlib import Path
 import numpy as np
 
 from npu_ep.errors import NpuEpError
-from npu_ep.paths import cache_dir
-
+from npu_ep.metrics import REFERENCES_FILE, load_references
+from npu_ep.paths import SAMPLES_DIR, cache_dir
 from npu_ep.whisper.audio import SAMPLE_RATE
+
 SUITES = ("default",)
 # Bump when the recipe below changes, so cached suites are rebuilt.
 RECIPE_VERSION = 1
@@ -24,29 +25,15 @@ GAP_SECONDS = 1.0
 NOISE_SNR_DB = 10.0
 SILENCE_SECONDS = 10.0
 SEED = 1234
-
-# The shipped clips live in the source checkout beside the package (`samples/`).
-SAMPLES_DIR = Path(__file__).resolve().parents[2] / "samples"
-
-
-def load_references(path: Path) -> dict[str, str]:
-    """A references file: JSON object mapping an audio file name (or path) to its transcript."""
-    try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise NpuEpError(f"{path}: no such references file (pass a JSON file mapping file name -> text)") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise NpuEpError(f"{path}: not a readable JSON references file ({error})") from None
-    if not isinstance(data, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in data.items()):
-        raise NpuEpError(f"{path}: references must be a JSON object of file name -> transcript text")
-    return data
+# In the suite's cache folder: the stamp of the clips it was built from, and its references.
+SUITE_FILE = "suite.json"
 
 
 def build_suite(name: str, samples_dir: Path = SAMPLES_DIR, root: Path | None = None) -> tuple[list[Path], dict[str, str]]:
     """The suite's audio files and references (file name -> text), built on first use."""
     if name not in SUITES:
         raise NpuEpError(f"--suite {name}: unknown suite (known: {', '.join(SUITES)})")
-    references_path = samples_dir / "references.json"
+    references_path = samples_dir / REFERENCES_FILE
     if not references_path.is_file():
         raise NpuEpError(f"{references_path}: missing (the default suite is built from the clips in {samples_dir})")
     shipped = load_references(references_path)
@@ -57,16 +44,34 @@ def build_suite(name: str, samples_dir: Path = SAMPLES_DIR, root: Path | None = 
 
     folder = (root or cache_dir() / "bench") / name
     stamp = _stamp([references_path, *clips])
-    stamp_path = folder / "suite.json"
-    if stamp_path.is_file():
-        built = json.loads(stamp_path.read_text())
-        if built.get("stamp") == stamp:
-            return [folder / file for file in built["references"]], built["references"]
-
-    folder.mkdir(parents=True, exist_ok=True)
-    references = _write_default(folder, clips, [shipped[clip.name] for clip in clips])
-    stamp_path.write_text(json.dumps({"stamp": stamp, "references": references}, indent=1))
+    references = _cached(folder, stamp)
+    if references is None:
+        references = _rebuild(folder, stamp, clips, [shipped[clip.name] for clip in clips])
     return [folder / file for file in references], references
+
+
+def _cached(folder: Path, stamp: str) -> dict[str, str] | None:
+    """The cached suite's references when it was built from the same clips and is intact, else None."""
+    try:
+        built = json.loads((folder / SUITE_FILE).read_text())
+        references = dict(built["references"]) if built["stamp"] == stamp else None
+    except (OSError, ValueError, KeyError, TypeError):
+        return None  # missing or corrupt: the suite is rebuilt from samples/, so there is nothing to report
+    intact = references is not None and all(isinstance(text, str) and (folder / file).is_file()
+                                            for file, text in references.items())
+    return references if intact else None
+
+
+def _rebuild(folder: Path, stamp: str, clips: list[Path], texts: list[str]) -> dict[str, str]:
+    stamp_path = folder / SUITE_FILE
+    # The stamp goes first and comes back last, through a rename, so an interrupted build is never taken as done.
+    stamp_path.unlink(missing_ok=True)
+    folder.mkdir(parents=True, exist_ok=True)
+    references = _write_default(folder, clips, texts)
+    partial = stamp_path.with_name(f"{SUITE_FILE}.partial")
+    partial.write_text(json.dumps({"stamp": stamp, "references": references}, indent=1))
+    partial.replace(stamp_path)
+    return references
 
 
 def _stamp(paths: list[Path]) -> str:

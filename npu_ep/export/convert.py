@@ -18,6 +18,8 @@ from npu_ep.export.ctranslate2 import Ct2Model, read_model_bin
 # (CT2 name, transformers names): several transformers names are concatenated along rows in CT2;
 # None marks Whisper's k_proj bias, which transformers lacks and CT2 stores as zeros.
 _Pair = tuple[str, tuple[str | None, ...]]
+# The weights files of a Hugging Face checkpoint transformers loads: safetensors, or the older PyTorch pickle.
+WEIGHT_SUFFIXES = (".safetensors", ".bin")
 
 
 def _linear(ct2: str, hf: tuple[str, ...], bias: tuple[str | None, ...] | None = None) -> list[_Pair]:
@@ -236,6 +238,11 @@ def prompt_ids(tokenizer_json: Path, vocab_size: int) -> list[int]:
     return prompt + [ids["no_timestamps"]]
 
 
+def has_weights(hf_dir: Path) -> bool:
+    """Whether a Hugging Face folder holds a weights file (checked before an export, which would fail late)."""
+    return any(file.suffix in WEIGHT_SUFFIXES and file.is_file() for file in hf_dir.iterdir())
+
+
 def complete_hf_folder(hf_dir: Path, out_dir: Path) -> None:
     """Link a Hugging Face Whisper folder's weights into `out_dir` with a complete tokenizer, preprocessor
     and generation config (a bare save_pretrained folder lacks Whisper's generation settings)."""
@@ -250,7 +257,8 @@ def complete_hf_folder(hf_dir: Path, out_dir: Path) -> None:
     tokenizer_json = out_dir / "tokenizer.json"
     special_tokens(tokenizer_json)  # fail early, in one line, on a tokenizer that is not Whisper's
     for file in hf_dir.iterdir():
-        if file.suffix in (".safetensors", ".bin") or file.name == "config.json":
+        # Sharded checkpoints also need their index (model.safetensors.index.json, pytorch_model.bin.index.json).
+        if file.suffix in WEIGHT_SUFFIXES or file.name == "config.json" or file.name.endswith(".index.json"):
             (out_dir / file.name).symlink_to(file.resolve())
     if (hf_dir / "preprocessor_config.json").is_file():
         (out_dir / "preprocessor_config.json").write_bytes((hf_dir / "preprocessor_config.json").read_bytes())

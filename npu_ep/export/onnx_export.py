@@ -18,11 +18,12 @@ from typing import TYPE_CHECKING
 
 from npu_ep.errors import NpuEpError
 from npu_ep.paths import models_dir
+from npu_ep.whisper.model import DECODER_FILE, DECODER_WITH_PAST_FILE, ENCODER_FILE
 
 if TYPE_CHECKING:  # numpy loads inside functions, with the rest of the export stack
     import numpy as np
 
-ONNX_FILES = ("encoder_model.onnx", "decoder_model.onnx", "decoder_with_past_model.onnx")
+ONNX_FILES = (ENCODER_FILE, DECODER_FILE, DECODER_WITH_PAST_FILE)
 CONFIG_FILES = (
     "config.json",
     "generation_config.json",
@@ -98,7 +99,7 @@ def export_folder(hf_dir: Path, out_dir: Path, name: str, source: dict, build_ke
         bar.set_postfix_str("manifest")
         manifest = _manifest(staging, name, source, build_key, check, time.perf_counter() - started)
         (staging / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
-        _swap_in(staging, out_dir)
+        replace_folder(staging, out_dir)
         bar.update(1)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
@@ -164,8 +165,8 @@ def compare_with_pytorch(hf_dir: Path, onnx_dir: Path) -> dict:
         torch_logits = model(encoder_outputs=(torch_encoded,), decoder_input_ids=torch.from_numpy(input_ids)).logits
     options = ort.SessionOptions()
     options.log_severity_level = 3
-    encoder = ort.InferenceSession(str(onnx_dir / "encoder_model.onnx"), options, providers=["CPUExecutionProvider"])
-    decoder = ort.InferenceSession(str(onnx_dir / "decoder_model.onnx"), options, providers=["CPUExecutionProvider"])
+    encoder = ort.InferenceSession(str(onnx_dir / ENCODER_FILE), options, providers=["CPUExecutionProvider"])
+    decoder = ort.InferenceSession(str(onnx_dir / DECODER_FILE), options, providers=["CPUExecutionProvider"])
     encoded = encoder.run(["last_hidden_state"], {"input_features": features})[0]
     logits = decoder.run(["logits"], {"input_ids": input_ids, "encoder_hidden_states": encoded})[0]
     check = {
@@ -184,6 +185,15 @@ def compare_with_pytorch(hf_dir: Path, onnx_dir: Path) -> dict:
             "(report this with the versions from `npu-ep info`)"
         )
     return check
+
+
+def file_records(folder: Path, names: list[str] | None = None) -> dict[str, dict]:
+    """The manifest's "files" (sha256) and "file_sizes" entries for `names`, by default every file in
+    `folder` but the manifest. Shared by export and quantize, which write the same manifest format."""
+    if names is None:
+        names = sorted(p.name for p in folder.iterdir() if p.is_file() and p.name != MANIFEST)
+    return {"files": {name: _sha256(folder / name) for name in names},
+            "file_sizes": {name: (folder / name).stat().st_size for name in names}}
 
 
 def _sha256(path: Path) -> str:
@@ -209,7 +219,6 @@ def _manifest(folder: Path, name: str, source: dict, build_key: dict, check: dic
 
     config = json.loads((folder / "config.json").read_text())
     generation = json.loads((folder / "generation_config.json").read_text())
-    files = sorted(p.name for p in folder.iterdir() if p.is_file() and p.name != MANIFEST)
     multilingual = bool(generation.get("is_multilingual"))
     languages = sorted(token.strip("<|>") for token in generation.get("lang_to_id", {})) if multilingual else ["en"]
     opset = next(o.version for o in onnx.load(folder / ONNX_FILES[0], load_external_data=False).opset_import if o.domain in ("", "ai.onnx"))
@@ -238,13 +247,13 @@ def _manifest(folder: Path, name: str, source: dict, build_key: dict, check: dic
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "tools": _tool_versions(),
         "build_key": build_key,
-        "files": {file: _sha256(folder / file) for file in files},
-        "file_sizes": {file: (folder / file).stat().st_size for file in files},
+        **file_records(folder),
     }
 
 
-def _swap_in(staging: Path, out_dir: Path) -> None:
-    # Derived files from an older export (partitioned copies) would be stale, so the whole folder is replaced.
+def replace_folder(staging: Path, out_dir: Path) -> None:
+    """Put the finished `staging` folder at `out_dir`, replacing an older one whole: its derived files
+    (partitioned copies) would be stale. A reader never sees a half-written folder."""
     old = None
     if out_dir.exists():
         old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")

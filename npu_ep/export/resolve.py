@@ -14,6 +14,7 @@ from npu_ep.export import onnx_export
 from npu_ep.export.weights import KNOWN_MODELS, ct2_model_dir, known_model, package_dir, package_versions
 
 _EXPORT_EXTRA = "install the export extra: pip install -e '.[export]'"
+_HUB_FALLBACK = f"use {', '.join(KNOWN_MODELS)} or a local folder"
 
 
 def resolve_model(model: str | Path) -> Path:
@@ -95,6 +96,7 @@ def _describe(source: str | Path) -> tuple[str, str, str, dict]:
         if _is_ct2_folder(path):
             return path.name, "ctranslate2", str(path), {"kind": "ctranslate2-folder", "path": str(path), **_fingerprint(path)}
         if _is_hf_whisper(path):
+            _require_weights(path)
             return path.name, "huggingface", str(path), {"kind": "huggingface-folder", "path": str(path), **_fingerprint(path)}
         raise NpuEpError(f"{path}: neither a Hugging Face Whisper folder nor a CTranslate2 one (give tiny.en, base or a hub id)")
     text = str(source)
@@ -127,6 +129,14 @@ def _is_hf_whisper(path: Path) -> bool:
         return False
 
 
+def _require_weights(path: Path) -> None:
+    from npu_ep.export.convert import has_weights
+
+    if not has_weights(path):
+        raise NpuEpError(f"{path}: Hugging Face Whisper folder without weights, no *.safetensors or *.bin file "
+                         "(save the model into it with model.save_pretrained, or give tiny.en or base)")
+
+
 def _fingerprint(path: Path) -> dict:
     # Sizes and modification times of the source files: cheap, and they change whenever the weights do.
     files = sorted(p for p in path.iterdir() if p.is_file())
@@ -143,32 +153,47 @@ def _prepare_hf_folder(kind: str, location: str, scratch: Path) -> Path:
         convert.write_hf_folder(Path(location), scratch)
         return scratch
     if kind == "hub":
-        downloaded = _download(location)
-        if not _is_hf_whisper(downloaded):
-            raise NpuEpError(f"{location}: not a Whisper model (its config.json has no model_type whisper)")
-        location = str(downloaded)
+        location = str(_download(location))
     convert.complete_hf_folder(Path(location), scratch)
     return scratch
 
 
 def _download(hub_id: str) -> Path:
+    """The hub repository's configs, tokenizer and weights: its safetensors, else its *.bin."""
+    from npu_ep.export.convert import has_weights
+
+    if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes", "on"):
+        raise NpuEpError(f"{hub_id}: a hub id needs the network but HF_HUB_OFFLINE is set ({_HUB_FALLBACK})")
+    folder = _snapshot(hub_id, ["*.json", "*.txt", "*.safetensors"])
+    # Checked before any *.bin comes down: a CTranslate2 repository's model.bin is no use here.
+    if not _is_hf_whisper(folder):
+        raise NpuEpError(f"{hub_id}: not a Whisper model (its config.json has no model_type whisper)")
+    if not has_weights(folder):
+        # Older checkpoints ship only pytorch_model.bin. Asking for *.bin in the first call would download
+        # both formats of every repository that has safetensors too.
+        folder = _snapshot(hub_id, ["*.bin"])
+    if not has_weights(folder):
+        raise NpuEpError(f"{hub_id}: the hub repository has no *.safetensors or *.bin weights "
+                         f"(give one with PyTorch weights, or {_HUB_FALLBACK})")
+    return folder
+
+
+def _snapshot(hub_id: str, patterns: list[str]) -> Path:
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import HFValidationError, LocalEntryNotFoundError, RepositoryNotFoundError
 
-    fallback = f"use {', '.join(KNOWN_MODELS)} or a local folder"
-    if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes", "on"):
-        raise NpuEpError(f"{hub_id}: a hub id needs the network but HF_HUB_OFFLINE is set ({fallback})")
     try:
-        return Path(snapshot_download(hub_id, allow_patterns=["*.json", "*.txt", "*.safetensors"], etag_timeout=10))
+        return Path(snapshot_download(hub_id, allow_patterns=patterns, etag_timeout=10))
     except HFValidationError:
-        raise NpuEpError(f"{hub_id}: not a valid hub id ({fallback})") from None
+        raise NpuEpError(f"{hub_id}: not a valid hub id ({_HUB_FALLBACK})") from None
     except RepositoryNotFoundError:
-        raise NpuEpError(f"{hub_id}: no such model on the Hugging Face hub (check the id, or {fallback})") from None
+        raise NpuEpError(f"{hub_id}: no such model on the Hugging Face hub (check the id, or {_HUB_FALLBACK})") from None
     except LocalEntryNotFoundError:
         # huggingface_hub's way of saying: the hub was unreachable and nothing is cached.
-        raise NpuEpError(f"{hub_id}: cannot reach the Hugging Face hub, are we offline? ({fallback})") from None
+        raise NpuEpError(f"{hub_id}: cannot reach the Hugging Face hub, are we offline? ({_HUB_FALLBACK})") from None
     except OSError as error:  # other network failures (requests' errors are OSErrors)
-        raise NpuEpError(f"{hub_id}: download from the Hugging Face hub failed: {type(error).__name__} ({fallback})") from None
+        raise NpuEpError(f"{hub_id}: download from the Hugging Face hub failed: {type(error).__name__} "
+                         f"({_HUB_FALLBACK})") from None
 
 
 def _require_export_extra() -> None:

@@ -47,11 +47,12 @@ def run(args: argparse.Namespace) -> int:
                                                      args.calibrate_method, args.form, not args.per_tensor)))
         return 0
     from npu_ep.quantize.accuracy import format_report
+    from npu_ep.quantize.folder import ACCURACY
 
     out, report = quantize_model(args.model, args.mode, args.out, calibration=args.calibration, evaluation=args.evaluation,
                                  method=args.calibrate_method, exclude=args.exclude, parts=args.parts,
                                  form=args.form, per_channel=not args.per_tensor,
                                  max_wer_increase=args.max_wer_increase, force=args.force)
     print(format_report(report))
-    print(f"wrote {out} (report: {out / 'accuracy.json'})")
+    print(f"wrote {out} (report: {out / ACCURACY})")
     return 0

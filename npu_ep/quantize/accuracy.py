@@ -2,12 +2,16 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from npu_ep.metrics import word_errors
+from npu_ep.metrics import REFERENCES_FILE, word_errors
 from npu_ep.quantize.calibration import FloatModel
-from npu_ep.quantize.clips import clip_features, references
+from npu_ep.quantize.clips import clip_features
+
+if TYPE_CHECKING:
+    from npu_ep.whisper.pipeline import Pipeline
 
 
 def encoder_agreement(reference: np.ndarray, candidate: np.ndarray) -> tuple[float, float]:
@@ -17,14 +21,16 @@ def encoder_agreement(reference: np.ndarray, candidate: np.ndarray) -> tuple[flo
     return cosine, float(np.abs(a - b).max())
 
 
-def transcript(pipeline, clip: Path) -> str:
+def transcript(pipeline: Pipeline, clip: Path) -> str:
     # The pipeline's default decoding (greedy, seeded temperature fallback): the transcript users would get.
     segments, _ = pipeline.transcribe(clip, progress=False)
     return "".join(segment.text for segment in segments).strip()
 
 
-def accuracy_report(float_dir: Path, quant_dir: Path, clips: list[Path], progress: bool = True) -> dict:
-    """Encoder output, decoder top-1 and WER of `quant_dir` against `float_dir` on `clips`.
+def accuracy_report(float_pipeline: Pipeline, quant_dir: Path, clips: list[Path], refs: dict[Path, str],
+                    progress: bool = True) -> dict:
+    """Encoder output, decoder top-1 and WER of `quant_dir` against the float model on `clips`, whose
+    reference texts are `refs` (the float transcript stands in for a clip without one).
 
     Top-1 agreement is measured with teacher forcing: both decoders see the float model's greedy tokens,
     so one early disagreement does not count again at every later position.
@@ -33,9 +39,8 @@ def accuracy_report(float_dir: Path, quant_dir: Path, clips: list[Path], progres
 
     from npu_ep.whisper.pipeline import Pipeline
 
-    pipelines = Pipeline(float_dir), Pipeline(quant_dir)
-    float_model, quant_model = FloatModel(float_dir), FloatModel(quant_dir)
-    refs = references(clips)
+    pipelines = float_pipeline, Pipeline(quant_dir)
+    float_model, quant_model = (FloatModel(pipeline) for pipeline in pipelines)
     per_clip = []
     for clip in tqdm(clips, desc="accuracy", unit="clip", disable=not progress):
         features = clip_features(clip, float_model.n_mels)
@@ -67,7 +72,7 @@ def accuracy_report(float_dir: Path, quant_dir: Path, clips: list[Path], progres
         "top1_match_rate": float(np.mean([c["top1_match_rate"] for c in per_clip])),
         "wer_float": wer_float, "wer_quantized": wer_quant, "wer_increase": wer_quant - wer_float,
         # Clips without a reference text are scored against the float transcript.
-        "wer_reference": "references.json" if len(refs) == len(per_clip) else "references.json, else the float transcript",
+        "wer_reference": REFERENCES_FILE if len(refs) == len(per_clip) else f"{REFERENCES_FILE}, else the float transcript",
         "per_clip": per_clip,
     }
 

@@ -3,18 +3,23 @@ from __future__ import annotations
 
 import contextlib
 import fnmatch
-import json
 import logging
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from npu_ep.errors import NpuEpError
+from npu_ep.export.onnx_export import replace_folder
 from npu_ep.quantize import folder as folders
-from npu_ep.quantize.clips import split_clips
+from npu_ep.quantize.clips import references, split_clips
+from npu_ep.whisper.model import DECODER_FILE, DECODER_WITH_PAST_FILE, ENCODER_FILE
+
+if TYPE_CHECKING:  # onnxruntime.quantization loads only when a quantization runs
+    from npu_ep.quantize.calibration import Feeds
 
 MODES = ("dynamic", "static")
-PARTS = {"encoder": ("encoder_model.onnx",), "decoder": ("decoder_model.onnx", "decoder_with_past_model.onnx")}
+PARTS = {"encoder": (ENCODER_FILE,), "decoder": (DECODER_FILE, DECODER_WITH_PAST_FILE)}
 # Measured on tiny.en, jfk, this 2-core machine: 1.48x our fp32 end to end, against 1.23x for MatMulNBits.
 DEFAULT_FORM = "matmul-integer"
 # Static QDQ goes to the NPU's int8 kernels, which only the encoder's 1500-row MatMuls reach: the decoders'
@@ -64,59 +69,71 @@ def quantize_model(model: str | Path, mode: str, out: str | Path | None = None, 
     if out.resolve() == source.resolve():
         raise NpuEpError(f"--out {out}: that is the float source itself (choose another output folder)")
     calib_clips, eval_clips = split_clips(calibration, evaluation, static=mode == "static")
+    refs = references(eval_clips)  # read now: a malformed file should stop the run before minutes of work
     patterns = default_exclude(mode, manifest) if exclude is None else list(exclude)
     parts = DEFAULT_PARTS[mode] if parts is None else tuple(parts)
     staging = folders.staging_folder(out, force)
     with quiet_quantizer_logs():
-        return _build(source, manifest, mode, out, staging, calib_clips, eval_clips, method, patterns, parts, form,
-                      per_channel, max_wer_increase, force, progress)
+        return _build(source, manifest, mode, out, staging, calib_clips, eval_clips, refs, method, patterns, parts,
+                      form, per_channel, max_wer_increase, force, progress)
 
 
 def _build(source: Path, manifest: dict, mode: str, out: Path, staging: Path, calib_clips: list[Path],
-           eval_clips: list[Path], method: str, patterns: list[str], parts: tuple[str, ...], form: str,
-           per_channel: bool, max_wer_increase: float, force: bool, progress: bool) -> tuple[Path, dict]:
-    from tqdm import tqdm
-
+           eval_clips: list[Path], refs: dict[Path, str], method: str, patterns: list[str], parts: tuple[str, ...],
+           form: str, per_channel: bool, max_wer_increase: float, force: bool, progress: bool) -> tuple[Path, dict]:
     from npu_ep.quantize.accuracy import accuracy_report
+    from npu_ep.whisper.pipeline import Pipeline
 
     try:
         folders.copy_support_files(source, staging)
-        feeds = None
+        # One float pipeline serves calibration and the report. Dynamic mode needs it for the report only,
+        # so it is loaded after quantizing rather than held in memory beside the quantizer.
+        float_pipeline = feeds = None
         if mode == "static":
             from npu_ep.quantize.calibration import FloatModel, collect_feeds
 
-            feeds = collect_feeds(FloatModel(source), calib_clips, progress)
-        to_quantize = {name for part in parts for name in PARTS[part]}
-        excluded: dict[str, list[str]] = {}
-        for name in tqdm(folders.ONNX_FILES, desc=f"quantize ({mode})", unit="file", disable=not progress):
-            if name not in to_quantize:
-                shutil.copy2(source / name, staging / name)
-                continue
-            excluded[name] = matching_nodes(source / name, patterns)
-            if mode == "static":
-                from npu_ep.quantize.static import quantize_static_file
-
-                quantize_static_file(source / name, staging / name, feeds.by_file[name], method, excluded[name], per_channel)
-            else:
-                from npu_ep.quantize.dynamic import quantize_dynamic_file
-
-                quantize_dynamic_file(source / name, staging / name, form, excluded[name], per_channel)
+            float_pipeline = Pipeline(source)
+            feeds = collect_feeds(FloatModel(float_pipeline), calib_clips, progress)
+        excluded = _quantize_files(source, staging, mode, feeds, method, patterns, parts, form, per_channel, progress)
         del feeds
         quantization = _describe(source, manifest, mode, form, method, per_channel, parts, patterns, excluded, calib_clips)
-        folders.write_manifest(manifest, staging, out.name, quantization)
-        report = accuracy_report(source, staging, eval_clips, progress)
+        # The report's pipeline opens the staged folder, which needs its manifest.
+        written = folders.write_manifest(manifest, staging, out.name, quantization)
+        report = accuracy_report(float_pipeline or Pipeline(source), staging, eval_clips, refs, progress)
         if report["wer_increase"] > max_wer_increase and not force:
             raise NpuEpError(f"{out}: not written, WER rose {report['wer_increase']:.2f} points "
                              f"({report['wer_float']:.2f}% -> {report['wer_quantized']:.2f}%) on {len(eval_clips)} clip(s), "
                              f"more than --max-wer-increase {max_wer_increase} (keep more nodes in float with --exclude, "
                              "or pass --force to write it anyway)")
-        (staging / "accuracy.json").write_text(json.dumps(report, indent=2) + "\n")
-        summary = {k: v for k, v in report.items() if k != "per_clip"}
-        folders.write_manifest(manifest, staging, out.name, dict(quantization, accuracy=summary))
-        folders.publish(staging, out)
+        folders.add_report(written, staging, report)
+        replace_folder(staging, out)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return out, report
+
+
+def _quantize_files(source: Path, staging: Path, mode: str, feeds: Feeds | None, method: str, patterns: list[str],
+                    parts: tuple[str, ...], form: str, per_channel: bool, progress: bool) -> dict[str, list[str]]:
+    """Write each ONNX file of `source` into `staging`, quantized if its part is chosen, else copied;
+    returns the nodes `patterns` kept in float, per quantized file."""
+    from tqdm import tqdm
+
+    to_quantize = {name for part in parts for name in PARTS[part]}
+    excluded: dict[str, list[str]] = {}
+    for name in tqdm(folders.ONNX_FILES, desc=f"quantize ({mode})", unit="file", disable=not progress):
+        if name not in to_quantize:
+            shutil.copy2(source / name, staging / name)
+            continue
+        excluded[name] = matching_nodes(source / name, patterns)
+        if mode == "static":
+            from npu_ep.quantize.static import quantize_static_file
+
+            quantize_static_file(source / name, staging / name, feeds.by_file[name], method, excluded[name], per_channel)
+        else:
+            from npu_ep.quantize.dynamic import quantize_dynamic_file
+
+            quantize_dynamic_file(source / name, staging / name, form, excluded[name], per_channel)
+    return excluded
 
 
 @contextlib.contextmanager

@@ -4,11 +4,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from onnxruntime.quantization import CalibrationDataReader
 
 from npu_ep.quantize.clips import clip_features
+from npu_ep.whisper.model import DECODER_FILE, DECODER_WITH_PAST_FILE, ENCODER_FILE
+
+if TYPE_CHECKING:
+    from npu_ep.whisper.pipeline import Pipeline
 
 # Enough steps to see each decoder position range a short utterance reaches; bounded for run-away outputs.
 MAX_NEW_TOKENS = 96
@@ -42,16 +47,16 @@ class FeedReader(CalibrationDataReader):
 
 
 class FloatModel:
-    """A model folder's three sessions as plain numpy in and out, with the prompt its decoder starts from."""
+    """A pipeline's three sessions as plain numpy in and out, with the prompt its decoder starts from.
 
-    def __init__(self, folder: Path) -> None:
-        from npu_ep.whisper.model import WhisperOnnx
-        from npu_ep.whisper.tokenizer import WhisperTokenizer
+    It borrows the pipeline's sessions rather than opening the ONNX files again: one quantize run needs
+    both the transcripts and these raw outputs, and a second load would double its memory.
+    """
 
-        model = WhisperOnnx(folder)
+    def __init__(self, pipeline: Pipeline) -> None:
+        model, tokenizer = pipeline.model, pipeline.tokenizer
         self.n_mels = model.n_mels
         self.encoder, self.decoder, self.decoder_with_past = model.encoder, model.decoder, model.decoder_with_past
-        tokenizer = WhisperTokenizer(folder)
         # Calibration and evaluation clips are English speech: transcribe without timestamps.
         self.prompt = tokenizer.sot_sequence("en", "transcribe") + [tokenizer.no_timestamps]
         self.eot = tokenizer.eot
@@ -72,14 +77,14 @@ class FloatModel:
         past = {name.replace("present", "past_key_values"): value for name, value in zip(names[1:], outputs[1:])}
         with_past_names = [o.name for o in self.decoder_with_past.get_outputs()]
         if feeds is not None:
-            feeds.add("decoder_model.onnx", first)
+            feeds.add(DECODER_FILE, first)
         tokens: list[int] = []
         token = int(outputs[0][0, -1].argmax())
         while token != self.eot and len(tokens) < MAX_NEW_TOKENS:
             tokens.append(token)
             step = {"input_ids": np.array([[token]], dtype=np.int64), **past}
             if feeds is not None:
-                feeds.add("decoder_with_past_model.onnx", step)
+                feeds.add(DECODER_WITH_PAST_FILE, step)
             outputs = self.decoder_with_past.run(None, step)
             # Only the self-attention cache grows; the cross-attention cache is shared by every step.
             past = dict(past, **{n.replace("present", "past_key_values"): v for n, v in zip(with_past_names[1:], outputs[1:])})
@@ -94,6 +99,6 @@ def collect_feeds(model: FloatModel, clips: list[Path], progress: bool = True) -
     feeds = Feeds()
     for clip in tqdm(clips, desc="calibration inputs", unit="clip", disable=not progress):
         features = clip_features(clip, model.n_mels)
-        feeds.add("encoder_model.onnx", {"input_features": features})
+        feeds.add(ENCODER_FILE, {"input_features": features})
         model.greedy(model.encode(features), feeds)
     return feeds

@@ -1,17 +1,17 @@
 """Audio clips for calibration and the accuracy report: which files, their features, their references."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 
 from npu_ep.errors import NpuEpError
+from npu_ep.metrics import REFERENCES_FILE, load_references
+from npu_ep.paths import SAMPLES_DIR
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3")
 # One utterance gives ranges that fit that one voice; two is the least that is still a sample.
 MIN_CALIBRATION_CLIPS = 2
-SAMPLES_DIR = Path(__file__).resolve().parent.parent.parent / "samples"
 
 
 def audio_files(sources: list[str | Path]) -> list[Path]:
@@ -70,8 +70,8 @@ def references(clips: list[Path]) -> dict[Path, str]:
     """Reference texts from a references.json beside the clips ({file name: text}), where there is one."""
     found: dict[Path, str] = {}
     for folder in {clip.parent for clip in clips}:
-        table = folder / "references.json"
+        table = folder / REFERENCES_FILE
         if table.is_file():
-            texts = json.loads(table.read_text())
+            texts = load_references(table)
             found.update({clip: texts[clip.name] for clip in clips if clip.parent == folder and clip.name in texts})
     return found

@@ -7,8 +7,10 @@ import time
 from pathlib import Path
 
 from npu_ep.errors import NpuEpError
-from npu_ep.export.onnx_export import CONFIG_FILES, MANIFEST, ONNX_FILES, _sha256, _swap_in, read_manifest
+from npu_ep.export.onnx_export import CONFIG_FILES, MANIFEST, ONNX_FILES, file_records, read_manifest
 from npu_ep.paths import models_dir
+
+ACCURACY = "accuracy.json"
 
 
 def source_model(model: str) -> tuple[Path, dict]:
@@ -61,17 +63,25 @@ def copy_support_files(source: Path, staging: Path) -> None:
 
 
 def write_manifest(source_manifest: dict, staging: Path, name: str, quantization: dict) -> dict:
-    files = sorted(p.name for p in staging.iterdir() if p.is_file() and p.name != MANIFEST)
+    """Write the staged model's manifest, hashing every file in `staging`; returns it for `add_report`."""
     # The export's own check and timing describe the float model, not this one.
     kept = {k: v for k, v in source_manifest.items() if k not in ("check", "export_seconds")}
     manifest = dict(kept, name=name, quantization=quantization,
-                    created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                    files={file: _sha256(staging / file) for file in files},
-                    file_sizes={file: (staging / file).stat().st_size for file in files})
-    (staging / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+                    created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **file_records(staging))
+    _save(manifest, staging)
     return manifest
 
 
-def publish(staging: Path, out: Path) -> None:
-    """Replace `out` by the finished staging folder in one rename (partitioned copies of an older one go too)."""
-    _swap_in(staging, out)
+def add_report(manifest: dict, staging: Path, report: dict) -> None:
+    """Write accuracy.json and record it, and its summary, in `manifest`. Only the new file is hashed:
+    the graphs, hundreds of MB, were hashed once by `write_manifest`."""
+    (staging / ACCURACY).write_text(json.dumps(report, indent=2) + "\n")
+    for key, entries in file_records(staging, [ACCURACY]).items():
+        manifest[key] = dict(sorted({**manifest[key], **entries}.items()))
+    summary = {k: v for k, v in report.items() if k != "per_clip"}
+    manifest["quantization"] = dict(manifest["quantization"], accuracy=summary)
+    _save(manifest, staging)
+
+
+def _save(manifest: dict, staging: Path) -> None:
+    (staging / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")

@@ -9,6 +9,7 @@ import numpy as np
 
 from npu_ep.quantize import folder as folders
 from npu_ep.quantize.clips import clip_features, split_clips
+from npu_ep.whisper.model import ENCODER_FILE
 
 
 def measure_sensitivity(model: str, mode: str, calibration: list[str] | None = None, evaluation: list[str] | None = None,
@@ -23,21 +24,22 @@ def measure_sensitivity(model: str, mode: str, calibration: list[str] | None = N
     from npu_ep.quantize.accuracy import encoder_agreement
     from npu_ep.quantize.build import quiet_quantizer_logs
     from npu_ep.quantize.calibration import FloatModel, collect_feeds
+    from npu_ep.whisper.pipeline import Pipeline
 
     source, _ = folders.source_model(model)
     calib_clips, eval_clips = split_clips(calibration, evaluation, static=mode == "static")
-    float_model = FloatModel(source)
+    float_model = FloatModel(Pipeline(source))
     features = [clip_features(clip, float_model.n_mels) for clip in eval_clips]
     expected = [float_model.encode(f) for f in features]
-    encoder = source / "encoder_model.onnx"
+    encoder = source / ENCODER_FILE
     graph = onnx.load(encoder, load_external_data=False).graph
     weights = {init.name for init in graph.initializer}
     nodes = [n.name for n in graph.node if n.op_type == "MatMul" and any(i in weights for i in n.input)]
     all_nodes = [n.name for n in graph.node]
-    feeds = collect_feeds(float_model, calib_clips, progress).by_file["encoder_model.onnx"] if mode == "static" else None
+    feeds = collect_feeds(float_model, calib_clips, progress).by_file[ENCODER_FILE] if mode == "static" else None
     rows = []
     with tempfile.TemporaryDirectory(prefix="npu-ep-sensitivity-") as scratch, quiet_quantizer_logs():
-        target = Path(scratch) / "encoder_model.onnx"
+        target = Path(scratch) / ENCODER_FILE
         for node in tqdm(nodes, desc="sensitivity", unit="node", disable=not progress):
             others = [name for name in all_nodes if name != node]
             _quantize_one(encoder, target, others, mode, feeds, method, form, per_channel)
