@@ -2,12 +2,24 @@
 from __future__ import annotations
 
 import os
+import site
+import sysconfig
 from pathlib import Path
 
 _CHECKOUT = Path(__file__).resolve().parent.parent
-# The speech clips shipped with the source checkout, with their references.json: quantize's default
+
+
+def shipped(folder: str) -> Path:
+    """A top-level folder the project ships (kernels/, samples/): the source checkout's, else where a
+    wheel installs it (pyproject's data-files under <prefix>/share/npu_ep, system or --user)."""
+    candidates = (_CHECKOUT / folder, Path(sysconfig.get_path("data")) / "share" / "npu_ep" / folder,
+                  Path(site.getuserbase()) / "share" / "npu_ep" / folder)
+    return next((path for path in candidates if path.is_dir()), candidates[0])
+
+
+# The speech clips shipped with the project, with their references.json: quantize's default
 # calibration and evaluation audio, and the source of bench's default suite.
-SAMPLES_DIR = _CHECKOUT / "samples"
+SAMPLES_DIR = shipped("samples")
 
 
 def models_dir() -> Path:

@@ -5,20 +5,14 @@ from __future__ import annotations
 import functools
 import json
 import os
-import site
-import sysconfig
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from npu_ep.errors import NpuEpError
+from npu_ep.paths import shipped
 
-# A source checkout's kernels/, else where a wheel puts it (pyproject's data-files), for a system
-# or a --user install.
-_KERNEL_DIRS = (Path(__file__).resolve().parents[2] / "kernels",
-                Path(sysconfig.get_path("data")) / "share" / "npu_ep" / "kernels",
-                Path(site.getuserbase()) / "share" / "npu_ep" / "kernels")
 # Device family of each partition profile's kernels; the emulator stands in for an XDNA1 (npu1).
 FAMILY = {"xdna1": "npu1", "xdna2": "npu2", "emulator": "npu1"}
 DTYPES = {"bf16": np.uint16, "f32": np.float32, "i8": np.int8, "i32": np.int32}
@@ -53,11 +47,9 @@ class KernelEntry:
 
 
 def kernels_dir() -> Path:
-    """`$NPU_EP_KERNELS`, else the first installed kernels folder that has a manifest."""
+    """`$NPU_EP_KERNELS`, else the project's kernels/ (checkout or installed)."""
     env = os.environ.get("NPU_EP_KERNELS")
-    if env:
-        return Path(env).expanduser()
-    return next((d for d in _KERNEL_DIRS if (d / "manifest.json").exists()), _KERNEL_DIRS[0])
+    return Path(env).expanduser() if env else shipped("kernels")
 
 
 @functools.lru_cache(maxsize=None)
