@@ -29,25 +29,38 @@ def encoder_states(random_parts, jfk_path: Path):
 def test_cached_steps_equal_full_recompute(random_parts, encoder_states) -> None:
     model = random_parts[0]
     tokens = [50257, 50363, 843, 523, 616, 5891, 3399]
-    _, state = model.start(tokens[:1], encoder_states)
+    state = model.start(tokens[:1], encoder_states).state()
     for i in range(1, len(tokens)):
         cached = state.step(np.array([tokens[i]])).copy()
-        full, _ = model.start(tokens[: i + 1], encoder_states)
+        full = model.start(tokens[: i + 1], encoder_states).logits
         np.testing.assert_allclose(cached[0], full[-1], atol=2e-4)
 
 
-def test_expand_and_reorder_rows(random_parts, encoder_states) -> None:
+def test_batched_state_and_reorder_rows(random_parts, encoder_states) -> None:
     model = random_parts[0]
-    _, state = model.start([50257], encoder_states)
-    rows = state.expand(3)
+    rows = model.start([50257], encoder_states).state(3)
     first = rows.step(np.array([843, 523, 616])).copy()
     rows.reorder([2, 2, 0])  # rows now continue "616", "616", "843"
     second = rows.step(np.array([100, 200, 300])).copy()
     for row, prefix in enumerate([[616, 100], [616, 200], [843, 300]]):
-        full, _ = model.start([50257, *prefix], encoder_states)
+        full = model.start([50257, *prefix], encoder_states).logits
         np.testing.assert_allclose(second[row], full[-1], atol=2e-4)
-    full, _ = model.start([50257, 523], encoder_states)
+    full = model.start([50257, 523], encoder_states).logits
     np.testing.assert_allclose(first[1], full[-1], atol=2e-4)
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+def test_an_opening_serves_attempt_after_attempt(random_parts, encoder_states, batch: int) -> None:
+    # Each fallback attempt continues the same opening pass: one attempt's steps must leave it as it was.
+    opening = random_parts[0].start([50257, 50363], encoder_states)
+    tokens = np.array([843, 523, 616][:batch])
+    runs = []
+    for _ in range(2):
+        state = opening.state(batch)
+        state.step(tokens)
+        state.reorder([0] * batch)
+        runs.append(state.step(tokens[::-1]).copy())
+    np.testing.assert_array_equal(runs[0], runs[1])
 
 
 def test_first_token_is_a_timestamp_within_a_second(random_parts) -> None:
@@ -97,16 +110,20 @@ def test_compression_ratio_flags_loops() -> None:
     assert compression_ratio(" And so my fellow Americans, ask not what your country can do for you") < 2.4
 
 
-def test_temperature_fallback(random_parts, encoder_states) -> None:
+def test_temperature_fallback(random_parts, encoder_states, monkeypatch: pytest.MonkeyPatch) -> None:
     model, tokenizer, decoder = random_parts
     sot = tokenizer.sot_sequence(None, "transcribe")
     lenient = DecodeOptions(logprob_threshold=None, compression_ratio_threshold=None)
     plain = decoder.decode(encoder_states, sot, [], lenient)
     assert plain.temperature == 0.0 and plain.tokens and plain.tokens[0] >= tokenizer.timestamp_begin
-    # A threshold no result can meet walks through every temperature, sampling best_of rows.
-    strict = decoder.decode(encoder_states, sot, [], DecodeOptions(logprob_threshold=0.0, no_speech_threshold=None))
-    assert strict.temperature == 1.0
-    assert 0.0 <= strict.no_speech_prob <= 1.0 and strict.avg_logprob < 0.0
+    openings = []
+    monkeypatch.setattr(model, "start", lambda *args: openings.append(args) or type(model).start(model, *args))
+    # A threshold no result can meet walks through every temperature, sampling best_of rows (and beams first).
+    strict = DecodeOptions(logprob_threshold=0.0, no_speech_threshold=None, beam_size=3)
+    result = decoder.decode(encoder_states, sot, [843, 523], strict)
+    assert result.temperature == 1.0
+    assert 0.0 <= result.no_speech_prob <= 1.0 and result.avg_logprob < 0.0
+    assert len(openings) == 1  # one pass over the prompt serves all six attempts
 
 
 @pytest.mark.parametrize("beam_size", [1, 4])

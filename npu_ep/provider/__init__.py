@@ -48,17 +48,8 @@ def npu_profile() -> str:
     return "xdna2" if any(tag in name for tag in ("strix", "krackan", "npu4", "npu5", "npu2")) else "xdna1"
 
 
-def create_session(
-    onnx_path: str | Path,
-    device: str = "cpu",
-    threads: int | None = None,
-    initializers: dict[str, ort.OrtValue] | None = None,
-) -> ort.InferenceSession:
-    """Open `onnx_path` for `device` ("cpu", "npu", "emulator" or "auto").
-
-    `initializers` replace the file's initializers of the same names; the session reads them in place, so
-    sessions given the same OrtValues share one copy (the caller keeps them alive as long as the sessions).
-    """
+def create_session(onnx_path: str | Path, device: str = "cpu", threads: int | None = None) -> ort.InferenceSession:
+    """Open `onnx_path` for `device` ("cpu", "npu", "emulator" or "auto")."""
     _check(device)
     device = resolve_device(device)
     options = ort.SessionOptions()
@@ -67,8 +58,6 @@ def create_session(
     options.enable_cpu_mem_arena = False
     if threads:
         options.intra_op_num_threads = threads
-    for name, value in (initializers or {}).items():
-        options.add_initializer(name, value)
     onnx_path = Path(onnx_path)
     if device == "cpu":
         return ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from npu_ep.whisper.model import DecoderState, WhisperOnnx
+from npu_ep.whisper.model import DecoderState, Opening, WhisperOnnx
 from npu_ep.whisper.tokenizer import WhisperTokenizer
 
 TEMPERATURES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
@@ -74,7 +74,7 @@ class Decoder:
 
     def detect_language(self, encoder_states) -> tuple[str, float]:
         """The likeliest language code of the window, and its probability among the languages."""
-        logits, _ = self.model.start([self.tokenizer.sot], encoder_states)
+        logits = self.model.start([self.tokenizer.sot], encoder_states).logits
         codes = list(self.tokenizer.languages)
         scores = logits[0, list(self.tokenizer.languages.values())].astype(np.float64)
         probs = np.exp(scores - scores.max())
@@ -89,20 +89,14 @@ class Decoder:
         prefix = sot_sequence
         if prompt:
             prefix = [self.tokenizer.sot_prev, *prompt[-(self.sample_len - 1) :], *sot_sequence]
-        sot_index = prefix.index(self.tokenizer.sot)
+        # The same prompt over the same audio: one pass for every attempt (only the sampling changes).
+        opening = self.model.start(prefix, encoder_states)
+        at_sot = opening.logits[prefix.index(self.tokenizer.sot)].astype(np.float64)
+        no_speech_prob = float(np.exp(at_sot[self.tokenizer.no_speech] - _logsumexp(at_sot)))
+        max_len = min(self.sample_len, self.model.n_text_ctx - len(prefix))
         result = None
-        for attempt, temperature in enumerate(options.temperatures):
-            logits, state = self.model.start(prefix, encoder_states)
-            if attempt == 0:
-                at_sot = logits[sot_index].astype(np.float64)
-                no_speech_prob = float(np.exp(at_sot[self.tokenizer.no_speech] - _logsumexp(at_sot)))
-            max_len = min(self.sample_len, self.model.n_text_ctx - len(prefix))
-            first = logits[-1]
-            if temperature == 0 and options.beam_size > 1:
-                tokens, sum_logprob = self._beam_search(state, first, max_len, options.beam_size, options.patience)
-            else:
-                n = 1 if temperature == 0 else options.best_of
-                tokens, sum_logprob = self._sample(state, first, max_len, temperature, n)
+        for temperature in options.temperatures:
+            tokens, sum_logprob = self._attempt(opening, max_len, temperature, options)
             text = self.tokenizer.decode(tokens)
             result = DecodeResult(
                 tokens, sum_logprob / (len(tokens) + 1), no_speech_prob, temperature, compression_ratio(text)
@@ -118,6 +112,17 @@ class Decoder:
             if silence or not (too_repetitive or too_unlikely):
                 break
         return result
+
+    def _attempt(
+        self, opening: Opening, max_len: int, temperature: float, options: DecodeOptions
+    ) -> tuple[list[int], float]:
+        """Tokens and their summed log-prob: beam search at temperature 0 if asked for, else sampling."""
+        first = opening.logits[-1]
+        if temperature == 0 and options.beam_size > 1:
+            state = opening.state(options.beam_size)
+            return self._beam_search(state, first, max_len, options.beam_size, options.patience)
+        n = 1 if temperature == 0 else options.best_of
+        return self._sample(opening.state(n), first, max_len, temperature, n)
 
     def _apply_rules(self, logits: np.ndarray, sequences: list[list[int]], step: int) -> None:
         """Mask, in place, what each row may not emit next (logits [rows, vocab], generated tokens per row)."""
@@ -153,8 +158,6 @@ class Decoder:
     ) -> tuple[list[int], float]:
         """Greedy (temperature 0, one row) or `n` independent samples; the best by mean log-prob."""
         eot = self._eot
-        if n > 1:
-            state = state.expand(n)
         logits = np.repeat(first[None], n, axis=0)
         sequences: list[list[int]] = [[] for _ in range(n)]
         sum_logprobs = np.zeros(n)
@@ -184,7 +187,6 @@ class Decoder:
     ) -> tuple[list[int], float]:
         """openai/whisper's beam search: keep `beam_size` live prefixes, stop at beam_size * patience endings."""
         eot = self._eot
-        state = state.expand(beam_size)
         beams: list[list[int]] = [[]]  # all rows hold the same prefix at first: expand from one
         scores = [0.0]
         finished: dict[tuple[int, ...], float] = {}

@@ -18,7 +18,6 @@ ENCODER_FILE = "encoder_model.onnx"
 DECODER_FILE = "decoder_model.onnx"
 DECODER_WITH_PAST_FILE = "decoder_with_past_model.onnx"
 
-
 class WhisperOnnx:
     """Encoder, first-pass decoder and decoder-with-past sessions of one model folder."""
 
@@ -48,8 +47,8 @@ class WhisperOnnx:
         batch = OrtValue.ortvalue_from_numpy(np.ascontiguousarray(features[None], dtype=np.float32))
         return self.encoder.run_with_ort_values(["last_hidden_state"], {"input_features": batch})[0]
 
-    def start(self, tokens: list[int], encoder_states) -> tuple[np.ndarray, DecoderState]:
-        """Run the decoder over the opening `tokens`: logits [len(tokens), vocab] and a batch-1 cached state."""
+    def start(self, tokens: list[int], encoder_states) -> Opening:
+        """Run the decoder over the opening `tokens` of a window."""
         from onnxruntime import OrtValue
 
         ids = OrtValue.ortvalue_from_numpy(np.array([tokens], dtype=np.int64))
@@ -58,8 +57,38 @@ class WhisperOnnx:
             {"input_ids": ids, "encoder_hidden_states": encoder_states},
         )
         n_self = len(self.self_outputs)
-        logits = outputs[0].numpy()[0]
-        return logits, DecoderState(self, outputs[1 : 1 + n_self], outputs[1 + n_self :], batch=1)
+        return Opening(self, outputs[0].numpy()[0], outputs[1 : 1 + n_self], outputs[1 + n_self :])
+
+
+def _rows(values: list, rows: np.ndarray) -> list:
+    """New OrtValues holding the batch `rows` of each of `values`."""
+    from onnxruntime import OrtValue
+
+    return [OrtValue.ortvalue_from_numpy(np.ascontiguousarray(v.numpy()[rows])) for v in values]
+
+
+class Opening:
+    """The decoder's pass over a window's opening tokens, which every decoding attempt of the window continues.
+
+    `logits` [len(tokens), vocab]; `state(batch)` gives attempts their own cached state while the caches
+    here, read-only to ORT, stay as they are for the next attempt.
+    """
+
+    def __init__(self, model: WhisperOnnx, logits: np.ndarray, self_kv: list, cross_kv: list) -> None:
+        self._model = model
+        self.logits = logits
+        self._self_kv = self_kv
+        self._cross_kv = cross_kv
+        self._copies: tuple[int, list, list] | None = None  # the last batch's caches: attempts reuse one size
+
+    def state(self, batch: int = 1) -> DecoderState:
+        """A fresh state of `batch` rows (beams or samples), each continuing the opening tokens."""
+        if batch == 1:
+            return DecoderState(self._model, self._self_kv, self._cross_kv, batch)
+        if self._copies is None or self._copies[0] != batch:
+            rows = np.zeros(batch, dtype=np.int64)
+            self._copies = (batch, _rows(self._self_kv, rows), _rows(self._cross_kv, rows))
+        return DecoderState(self._model, self._copies[1], self._copies[2], batch)
 
 
 class DecoderState:
@@ -69,7 +98,6 @@ class DecoderState:
         from onnxruntime import OrtValue
 
         self._model = model
-        self._cross_kv = cross_kv
         self.batch = batch
         self._binding = model.decoder_with_past.io_binding()
         self._ids = np.zeros((batch, 1), dtype=np.int64)
@@ -94,17 +122,7 @@ class DecoderState:
         self._bind_self(self._binding.get_outputs()[1:])
         return self._logits[:, 0]
 
-    def _rows(self, values: list, rows: np.ndarray) -> list:
-        from onnxruntime import OrtValue
-
-        return [OrtValue.ortvalue_from_numpy(np.ascontiguousarray(v.numpy()[rows])) for v in values]
-
     def reorder(self, rows: list[int]) -> None:
         """Keep the caches of `rows` (same count), as beam search does when beams swap prefixes."""
         if rows != list(range(self.batch)):
-            self._bind_self(self._rows(self._self_kv, np.asarray(rows)))
-
-    def expand(self, batch: int) -> DecoderState:
-        """A state of `batch` copies of this batch-1 state (beams or samples of one audio window)."""
-        rows = np.zeros(batch, dtype=np.int64)
-        return DecoderState(self._model, self._rows(self._self_kv, rows), self._rows(self._cross_kv, rows), batch)
+            self._bind_self(_rows(self._self_kv, np.asarray(rows)))
