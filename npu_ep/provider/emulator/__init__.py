@@ -243,7 +243,7 @@ class run:
         opcode, insts, n_words, a, b, c = (self._args.get(i) for i in range(6))
         if opcode != entry.opcode or not isinstance(insts, bo) or n_words != 4:
             return ert_cmd_state.ERT_CMD_STATE_ERROR
-        magic, M, K, N = (int(v) for v in insts._data[:16].view(np.uint32))
+        magic, M, K, N = insts._data[:16].view(np.uint32).tolist()
         if magic != _INSTS_MAGIC:
             return ert_cmd_state.ERT_CMD_STATE_ERROR
         dtype_in, dtype_out = DTYPES[entry.dtype_in], DTYPES[entry.dtype_out]
