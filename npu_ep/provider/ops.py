@@ -25,7 +25,7 @@ from npu_ep.provider.xrt_backend import Backend, fingerprint
 def _import_extensions():
     # The package's __init__ imports its tokenizer converters, which import transformers and torch
     # when installed (2.8 s and ~300 MB resident, measured); its custom-op API needs neither, so
-    # those two imports are made to fail (the converters catch that) for the duration.
+    # those two imports are made to fail (the converters catch that, and stay off in this process).
     absent = [name for name in ("torch", "transformers") if name not in sys.modules]
     sys.modules.update(dict.fromkeys(absent))
     try:
