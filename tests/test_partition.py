@@ -88,11 +88,14 @@ def test_rewrite_keeps_weights_as_initializers(tiny_en_dir):
 def test_cli_writes_partitioned_copies_and_report(random_model_dir, tmp_path):
     report = tmp_path / "report" / "placement.md"
     assert main(["partition", "--model", str(random_model_dir), "--device", "xdna2", "--report", str(report)]) == 0
-    for name in FILES:
-        assert (random_model_dir / name.replace(".onnx", ".xdna2.onnx")).exists()
+    data = json.loads(report.with_suffix(".json").read_text())
+    for name, placed in zip(FILES, data["models"]):
+        copy, marker = (random_model_dir / name.replace(".onnx", f".xdna2.{suffix}") for suffix in ("onnx", "none"))
+        offloaded = any(node["decision"] == "npu" for node in placed["nodes"])
+        # A copy only where something is offloaded; otherwise a marker (no second copy of the weights).
+        assert copy.exists() == offloaded and marker.exists() != offloaded, name
     text = report.read_text()
     assert "projected by the cost model" in text and "| node | M x K x N |" in text
-    data = json.loads(report.with_suffix(".json").read_text())
     assert [m["model"].split("/")[-1] for m in data["models"]] == [f.removesuffix(".onnx") for f in FILES]
     node = data["models"][0]["nodes"][0]
     assert {"name", "M", "K", "N", "flops", "bytes_in", "bytes_out", "cpu_ms", "npu_ms", "decision", "reason"} <= set(node)

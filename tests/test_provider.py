@@ -263,6 +263,12 @@ def test_jfk_transcript_on_the_emulated_device_equals_cpu(tiny_en_dir, jfk_path)
     print(f"CPU: {cpu_text}")
     assert "ask not what your country can do for you" in cpu_text.lower()
     assert [s.text for s in npu] == [s.text for s in cpu]
+    # The one-token decoder offloads nothing: it runs from the exported file, with no partitioned copy
+    # repeating its weights on disk. The encoder and the first decoder pass (cross-attention keys and
+    # values over 1500 positions) have offloaded nodes and their copies.
+    assert not (tiny_en_dir / "decoder_with_past_model.emulator.onnx").exists()
+    assert (tiny_en_dir / "decoder_with_past_model.emulator.none").exists()
+    assert all((tiny_en_dir / f"{name}.emulator.onnx").exists() for name in ("encoder_model", "decoder_model"))
 
 
 def test_transcription_never_imports_torch(random_model_dir, jfk_path):

@@ -1,5 +1,6 @@
 """`npu-ep partition --model DIR --device xdna1|xdna2|emulator [--report FILE]`: place each model
-file's GEMMs, write the partitioned copies beside the originals and a placement report."""
+file's GEMMs, write partitioned copies beside the originals (for files with offloaded nodes) and a
+placement report."""
 from __future__ import annotations
 
 import argparse
@@ -8,8 +9,9 @@ from pathlib import Path
 
 from npu_ep.errors import NpuEpError
 from npu_ep.partition.profiles import PROFILES
+from npu_ep.whisper.model import DECODER_FILE, DECODER_WITH_PAST_FILE, ENCODER_FILE
 
-MODEL_FILES = ("encoder_model.onnx", "decoder_model.onnx", "decoder_with_past_model.onnx")
+MODEL_FILES = (ENCODER_FILE, DECODER_FILE, DECODER_WITH_PAST_FILE)
 PROFILE_NAMES = tuple(PROFILES)
 
 
@@ -37,8 +39,9 @@ def run(args: argparse.Namespace) -> int:
     for path in tqdm(files, desc=f"partition for {args.device}", unit="file", file=sys.stderr):
         written, plan = partition_file(path, args.device, force=True)
         plans.append(plan)
-        print(f"{written}: {len(plan.offloaded)} of {len(plan.placements)} GEMMs on the NPU; predicted GEMM time "
-              f"{plan.cpu_ms:.1f} -> {plan.hybrid_ms:.1f} ms (projected by the cost model)", file=sys.stderr)
+        where = f"{written}: " if written != path else f"{path}: no copy needed, it runs as it is; "
+        tqdm.write(f"{where}{len(plan.offloaded)} of {len(plan.placements)} GEMMs on the NPU; predicted GEMM time "
+                   f"{plan.cpu_ms:.1f} -> {plan.hybrid_ms:.1f} ms (projected by the cost model)", file=sys.stderr)
     target = args.report or folder / f"partition-{args.device}.md"
     try:
         written_files = report.write(plans, calibration, target)

@@ -11,7 +11,7 @@ from npu_ep.errors import NpuEpError
 from npu_ep.partition import cost, graph, profiles, rewrite
 from npu_ep.provider import kernels
 
-PARTITION_VERSION = 1
+PARTITION_VERSION = 2  # 2: no copy for files with nothing offloaded (a .none marker instead)
 # The NPU must win by this share of the CPU time: it absorbs the projection's error, so a node
 # never moves for a predicted gain smaller than the model can resolve.
 MARGIN = 0.8
@@ -119,17 +119,30 @@ def _source_stamp(onnx_path: Path) -> str:
 
 
 def partition_file(onnx_path: str | Path, device: str, force: bool = False) -> tuple[Path, Plan | None]:
-    """Write (or reuse, if up to date) the partitioned copy beside `onnx_path`; returns its path
-    and the plan when one was computed."""
+    """Write (or reuse, if up to date) the partitioned copy beside `onnx_path`; returns the file to run
+    and the plan when one was computed.
+
+    A file with nothing worth the NPU (the one-token decoders) gets no copy, which would repeat all its
+    weights on disk: a small marker (`<stem>.<device>.none`) records the decision, and the file to run
+    is `onnx_path` itself.
+    """
     onnx_path = Path(onnx_path)
     target = partitioned_path(onnx_path, device)
+    marker = target.with_suffix(".none")
     stamp = _source_stamp(onnx_path)
+    if not force and marker.exists() and marker.read_text() == stamp:
+        return onnx_path, None
     if not force and target.exists() and target.stat().st_mtime_ns >= onnx_path.stat().st_mtime_ns:
         existing = onnx.load(str(target), load_external_data=False)
         if {p.key: p.value for p in existing.metadata_props}.get("npu_ep.source") == stamp:
             return target, None
     proto, _ = _load(onnx_path)
     chosen = plan(proto, device, name=f"{onnx_path.parent.name}/{onnx_path.stem}")
+    stale = marker if chosen.offloaded else target
+    stale.unlink(missing_ok=True)
+    if not chosen.offloaded:
+        marker.write_text(stamp)
+        return onnx_path, chosen
     partitioned = apply(proto, chosen)
     onnx.helper.set_model_props(partitioned, {**{p.key: p.value for p in partitioned.metadata_props},
                                               "npu_ep.source": stamp})

@@ -2,8 +2,9 @@
 
 `create_session` is the one door the pipeline, quantize and bench use to open an ONNX file.
 For "npu"/"emulator" it partitions the file once (a cached copy beside it, e.g.
-encoder_model.xdna1.onnx) and opens that copy with the provider's custom ops registered and
-bound to a device state owned by the session; "auto" is the NPU when pyxrt sees one, else the CPU.
+encoder_model.xdna1.onnx) and opens that copy with the provider's custom ops registered and bound to
+a device state owned by the session; a file with nothing worth the NPU runs as it is. "auto" is the
+NPU when pyxrt sees one, else the CPU.
 """
 from __future__ import annotations
 
@@ -64,13 +65,13 @@ def create_session(onnx_path: str | Path, device: str = "cpu", threads: int | No
 
     import onnx
 
-    from npu_ep.partition.planner import offloaded_count, partition_file
+    from npu_ep.partition.planner import partition_file
 
     profile = "emulator" if device == "emulator" else npu_profile()
     partitioned, _ = partition_file(onnx_path, profile)
-    model = onnx.load(str(partitioned))
-    if offloaded_count(model) == 0:  # nothing worth the NPU here (e.g. one-token decoder steps)
+    if partitioned == onnx_path:  # nothing worth the NPU here (e.g. one-token decoder steps)
         return ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
+    model = onnx.load(str(partitioned))
     from npu_ep.provider import ops
 
     tag, backend = ops.bind(device)
