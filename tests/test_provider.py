@@ -307,3 +307,17 @@ def test_bf16_packing_rounds_to_nearest_even_into_a_padded_buffer():
     assert np.array_equal(out[:37, :70], expected)
     assert (out[37:] == 0xABCD).all() and (out[:, 70:] == 0xABCD).all()  # padding untouched
     assert np.isnan(bf16.to_f32(bf16.from_f32(np.array([np.nan, -np.nan], np.float32)))).all()
+
+
+def test_bench_section_labels_every_npu_figure(random_model_dir):
+    from npu_ep.provider.benchmark import npu_report
+
+    text, data = npu_report([random_model_dir])
+    assert data["dispatches_1500x512x512"] == 1
+    bf16, int8, single = data["host_overhead"]
+    assert 0 < single["host_ms"] < bf16["host_ms"] and bf16["pack_ms"] <= bf16["host_ms"] and int8["host_ms"] > 0
+    assert data["through_ort"]["offloaded_ms"] > 0  # offloaded under the fixed CPU figures
+    for line in text.splitlines():
+        if line.startswith("| host-side") or line.startswith("| one offloaded") or line.startswith("| dispatches"):
+            assert "run on the emulated device" in line, line
+    assert "projected by the cost model, not measured on an NPU" in text
