@@ -90,10 +90,10 @@ def test_cli_writes_partitioned_copies_and_report(random_model_dir, tmp_path):
     assert main(["partition", "--model", str(random_model_dir), "--device", "xdna2", "--report", str(report)]) == 0
     data = json.loads(report.with_suffix(".json").read_text())
     for name, placed in zip(FILES, data["models"]):
-        copy, marker = (random_model_dir / name.replace(".onnx", f".xdna2.{suffix}") for suffix in ("onnx", "none"))
-        offloaded = any(node["decision"] == "npu" for node in placed["nodes"])
-        # A copy only where something is offloaded; otherwise a marker (no second copy of the weights).
-        assert copy.exists() == offloaded and marker.exists() != offloaded, name
+        copy, record = (random_model_dir / name.replace(".onnx", f".xdna2.{suffix}") for suffix in ("onnx", "json"))
+        offloaded = sum(node["decision"] == "npu" for node in placed["nodes"])
+        # A copy only where something is offloaded (no second copy of the weights otherwise); a record always.
+        assert copy.exists() == bool(offloaded) and json.loads(record.read_text())["offloaded"] == offloaded, name
     text = report.read_text()
     assert "projected by the cost model" in text and "| node | M x K x N |" in text
     assert [m["model"].split("/")[-1] for m in data["models"]] == [f.removesuffix(".onnx") for f in FILES]

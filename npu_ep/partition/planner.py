@@ -11,7 +11,7 @@ from npu_ep.errors import NpuEpError
 from npu_ep.partition import cost, graph, profiles, rewrite
 from npu_ep.provider import kernels
 
-PARTITION_VERSION = 2  # 2: no copy for files with nothing offloaded (a .none marker instead)
+PARTITION_VERSION = 2  # 2: no copy for files with nothing offloaded; a .json record per copy
 # The NPU must win by this share of the CPU time: it absorbs the projection's error, so a node
 # never moves for a predicted gain smaller than the model can resolve.
 MARGIN = 0.8
@@ -122,34 +122,30 @@ def partition_file(onnx_path: str | Path, device: str, force: bool = False) -> t
     """Write (or reuse, if up to date) the partitioned copy beside `onnx_path`; returns the file to run
     and the plan when one was computed.
 
-    A file with nothing worth the NPU (the one-token decoders) gets no copy, which would repeat all its
-    weights on disk: a small marker (`<stem>.<device>.none`) records the decision, and the file to run
-    is `onnx_path` itself.
+    A small record (`<stem>.<device>.json`) holds the source's stamp and the decision, so reuse costs
+    no parse of the copy. A file with nothing worth the NPU (the one-token decoders) gets no copy,
+    which would repeat all its weights on disk: the file to run is `onnx_path` itself.
     """
     onnx_path = Path(onnx_path)
     target = partitioned_path(onnx_path, device)
-    marker = target.with_suffix(".none")
+    record = target.with_suffix(".json")
     stamp = _source_stamp(onnx_path)
-    if not force and marker.exists() and marker.read_text() == stamp:
-        return onnx_path, None
-    if not force and target.exists() and target.stat().st_mtime_ns >= onnx_path.stat().st_mtime_ns:
-        existing = onnx.load(str(target), load_external_data=False)
-        if {p.key: p.value for p in existing.metadata_props}.get("npu_ep.source") == stamp:
-            return target, None
+    if not force and record.exists():
+        try:
+            known = json.loads(record.read_text())
+        except ValueError:
+            known = {}  # a damaged record: partition again
+        if known.get("source") == stamp and (known.get("offloaded") == 0 or target.exists()):
+            return (target if known["offloaded"] else onnx_path), None
     proto, _ = _load(onnx_path)
     chosen = plan(proto, device, name=f"{onnx_path.parent.name}/{onnx_path.stem}")
-    stale = marker if chosen.offloaded else target
-    stale.unlink(missing_ok=True)
-    if not chosen.offloaded:
-        marker.write_text(stamp)
-        return onnx_path, chosen
-    partitioned = apply(proto, chosen)
-    onnx.helper.set_model_props(partitioned, {**{p.key: p.value for p in partitioned.metadata_props},
-                                              "npu_ep.source": stamp})
-    temporary = target.with_suffix(".tmp")
-    onnx.save(partitioned, str(temporary))
-    temporary.replace(target)
-    return target, chosen
+    target.unlink(missing_ok=True)
+    if chosen.offloaded:
+        temporary = target.with_suffix(".tmp")
+        onnx.save(apply(proto, chosen), str(temporary))
+        temporary.replace(target)
+    record.write_text(json.dumps({"source": stamp, "offloaded": len(chosen.offloaded)}))
+    return (target if chosen.offloaded else onnx_path), chosen
 
 
 def offloaded_count(model: onnx.ModelProto) -> int:
