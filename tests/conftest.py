@@ -80,3 +80,14 @@ def reference_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
     fixed = cost.Calibration(machine="tests", cpu_fixed_ms=0.006, cpu_gflops=80.0, cpu_int8_gops=200.0,
                              cpu_mem_gbs=20.0, op_fixed_ms=0.02, host_gbs=20.0)
     monkeypatch.setattr(cost, "calibration", lambda refresh=False: fixed)
+
+
+@pytest.fixture
+def clean_emulator():
+    """The emulated device without injected faults and with zeroed counters, before and after a test."""
+    from npu_ep.provider import emulator
+
+    emulator.clear_faults()
+    emulator.stats.reset()
+    yield
+    emulator.clear_faults()

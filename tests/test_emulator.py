@@ -10,11 +10,8 @@ from npu_ep.provider.bf16 import from_f32
 
 
 @pytest.fixture(autouse=True)
-def clean_device():
-    xrt.clear_faults()
-    xrt.stats.reset()
-    yield
-    xrt.clear_faults()
+def clean_device(clean_emulator):
+    """Every test starts on a clean emulated device (conftest)."""
 
 
 def open_kernel(name: str):

@@ -29,11 +29,8 @@ def fixed_cpu(reference_cpu):
 
 
 @pytest.fixture(autouse=True)
-def clean_device():
-    emulator.clear_faults()
-    emulator.stats.reset()
-    yield
-    emulator.clear_faults()
+def clean_device(clean_emulator):
+    """Every test starts on a clean emulated device (conftest)."""
 
 
 def mlp_model(seed: int = 0) -> onnx.ModelProto:

@@ -3,7 +3,7 @@ a published peak or a stated assumption, with its source beside it, and every ti
 derives from them is a projection."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from npu_ep.errors import NpuEpError
 
@@ -59,15 +59,7 @@ XDNA2 = DeviceProfile(
 # The emulated device stands in for an XDNA1: it runs the npu1 kernels, and placement for it is
 # XDNA1's, so tests exercise the partition the real device would get. Its own speed (numpy on
 # this CPU) is measured by the benchmarks, never projected from this profile.
-EMULATOR = DeviceProfile(
-    name="emulator",
-    label="emulated device (stands in for XDNA1)",
-    peak_int8_tops=XDNA1.peak_int8_tops,
-    peak_bf16_tflops=XDNA1.peak_bf16_tflops,
-    sustained_fraction=XDNA1.sustained_fraction,
-    host_bandwidth_gbs=XDNA1.host_bandwidth_gbs,
-    dispatch_ms=XDNA1.dispatch_ms,
-)
+EMULATOR = replace(XDNA1, name="emulator", label="emulated device (stands in for XDNA1)")
 
 PROFILES = {profile.name: profile for profile in (XDNA1, XDNA2, EMULATOR)}
 
