@@ -39,7 +39,7 @@ def _version(package: str) -> str:
 
 def exported_models(folder: Path) -> list[tuple[str, str]]:
     """(folder name, one-line summary) of each exported model folder directly under `folder`."""
-    from npu_ep.export.onnx_export import read_manifest
+    from npu_ep.export.onnx_export import ONNX_FILES, read_manifest
 
     models = []
     for path in sorted(folder.iterdir()) if folder.is_dir() else []:
@@ -47,7 +47,8 @@ def exported_models(folder: Path) -> list[tuple[str, str]]:
         if manifest is None:
             continue
         dims = manifest.get("dims", {})
-        size_mb = sum(f.stat().st_size for f in path.glob("*.onnx")) / 1e6
+        # The exported graphs only, from the manifest: partitioned copies beside them are derived.
+        size_mb = sum(manifest.get("file_sizes", {}).get(name, 0) for name in ONNX_FILES) / 1e6
         parts = [
             f"d_model {dims.get('n_audio_state', '?')}",
             f"{dims.get('n_audio_layer', '?')}+{dims.get('n_text_layer', '?')} layers",
@@ -56,21 +57,15 @@ def exported_models(folder: Path) -> list[tuple[str, str]]:
         ]
         if manifest.get("quantization"):
             quantization = manifest["quantization"]
-            parts.append(f"quantized: {quantization.get('mode', quantization) if isinstance(quantization, dict) else quantization}")
+            parts.append(f"quantized: {quantization['mode']}")
         models.append((path.name, ", ".join(parts)))
     return models
 
 
 def npu_status() -> str:
     """Whether pyxrt imports and opens an NPU (the provider's own probe when it has one)."""
-    try:
-        from npu_ep.provider.device import npu_present
-    except ImportError:
-        try:
-            import pyxrt  # noqa: F401
-        except ImportError:
-            return "pyxrt is not installed: no NPU devices (the emulated device stands in)"
-        return "pyxrt imports"
+    from npu_ep.provider.device import npu_present
+
     present, why = npu_present()
     return "device 0 opens: an XDNA NPU is available" if present else f"no NPU devices ({why})"
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterable
 from pathlib import Path
 
 from npu_ep.errors import NpuEpError
@@ -33,7 +34,14 @@ def word_errors(reference: str, hypothesis: str) -> tuple[int, int]:
 
 def wer(reference: str, hypothesis: str) -> float:
     """Word error rate in percent (0.0 for an empty reference and hypothesis)."""
-    errors, words = word_errors(reference, hypothesis)
+    return corpus_wer([word_errors(reference, hypothesis)])
+
+
+def corpus_wer(counts: Iterable[tuple[int, int]]) -> float:
+    """Word error rate in percent over many (errors, reference words) pairs: all errors over all words."""
+    errors = words = 0
+    for file_errors, file_words in counts:
+        errors, words = errors + file_errors, words + file_words
     return 100.0 * errors / max(words, 1)
 
 

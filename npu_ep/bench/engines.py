@@ -6,7 +6,6 @@ then `transcribe` per file), so each engine's memory and imports stay its own.
 """
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +13,7 @@ import numpy as np
 
 from npu_ep.whisper.audio import SAMPLE_RATE
 from npu_ep.whisper.decoding import TEMPERATURES, DecodeOptions
+from npu_ep.whisper.formats import transcript_text
 
 # Our pipeline's decoding settings (Whisper's reference ones), given explicitly to every engine that exposes them.
 LOGPROB_THRESHOLD = DecodeOptions.logprob_threshold
@@ -46,11 +46,9 @@ class Engine:
 
 
 def _require_module(module: str, install: str) -> None:
-    try:
-        found = importlib.util.find_spec(module) is not None
-    except ModuleNotFoundError:
-        found = False
-    if not found:
+    from npu_ep.export.resolve import has_module
+
+    if not has_module(module):
         raise EngineUnavailable(f"{module} is not installed (install it with: {install})")
 
 
@@ -98,7 +96,7 @@ class OursEngine(Engine):
             progress=False,
         )
         stages = {stage: getattr(info.timing, stage) for stage in STAGES}
-        return "".join(segment.text for segment in segments).strip(), stages
+        return transcript_text(segments), stages
 
 
 class FasterWhisperEngine(Engine):
@@ -132,8 +130,8 @@ class FasterWhisperEngine(Engine):
             log_prob_threshold=LOGPROB_THRESHOLD,
             no_speech_threshold=NO_SPEECH_THRESHOLD,
         )
-        # Segments are a lazy generator: the decoding happens while joining them.
-        return "".join(segment.text for segment in segments).strip(), {}
+        # Segments are a lazy generator: the decoding happens while listing them.
+        return transcript_text(list(segments)), {}
 
 
 class OptimumEngine(Engine):

@@ -22,7 +22,7 @@ import numpy as np
 from tqdm import tqdm
 
 from npu_ep.bench.engines import ENGINES, STAGES, EngineUnavailable
-from npu_ep.metrics import word_errors
+from npu_ep.metrics import corpus_wer, word_errors
 
 
 class WorkerFailed(Exception):
@@ -249,7 +249,6 @@ def summarize(run: Run, durations: dict[str, float], references: dict[str, str])
     audio_seconds = sum(durations[name] for name in run.file_seconds)
     wall = statistics.median(run.round_seconds)
     stages = {stage: statistics.median(r[stage] for r in run.stage_rounds) for stage in STAGES}
-    errors = words = 0
     files = []
     for name, seconds in run.file_seconds.items():
         entry: dict[str, Any] = {
@@ -258,9 +257,8 @@ def summarize(run: Run, durations: dict[str, float], references: dict[str, str])
         }
         if name in references:
             entry["word_errors"], entry["reference_words"] = word_errors(references[name], run.texts[name])
-            errors, words = errors + entry["word_errors"], words + entry["reference_words"]
         files.append(entry)
-    has_refs = any("word_errors" in entry for entry in files)
+    counts = [(entry["word_errors"], entry["reference_words"]) for entry in files if "word_errors" in entry]
     summary.update(
         load_seconds=run.load_seconds,
         peak_rss_mb=run.peak_rss_mb,
@@ -271,7 +269,7 @@ def summarize(run: Run, durations: dict[str, float], references: dict[str, str])
         # CPU seconds of the engine's process (all threads): steadier than wall time on a busy machine.
         cpu_seconds=statistics.median(run.round_cpu_seconds),
         # Corpus WER: all errors over all reference words (silence adds insertions only).
-        wer=100.0 * errors / max(words, 1) if has_refs else None,
+        wer=corpus_wer(counts) if counts else None,
         stages=stages if any(stages.values()) else None,
         files=files,
     )

@@ -197,12 +197,13 @@ def _snapshot(hub_id: str, patterns: list[str]) -> Path:
 
 
 def _require_export_extra() -> None:
-    missing = [module for module in ("torch", "transformers", "optimum.exporters.onnx") if not _has_module(module)]
+    missing = [module for module in ("torch", "transformers", "optimum.exporters.onnx") if not has_module(module)]
     if missing:
         raise NpuEpError(f"exporting needs {', '.join(missing)} ({_EXPORT_EXTRA})")
 
 
-def _has_module(module: str) -> bool:
+def has_module(module: str) -> bool:
+    """Whether `module` is installed, without importing it."""
     import importlib.util
 
     try:
