@@ -70,16 +70,24 @@ def tiny_en_dir() -> Path:
     return export_model("tiny.en")
 
 
-@pytest.fixture
-def reference_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.fixture(scope="session")
+def reference_calibration():
     """Fixed CPU figures for the cost model instead of this machine's measured ones, which swing with
-    load (int8 MatMul measured 210-850 GOP/s here): a modest 2-core laptop's, on which the encoder's
-    float and int8 MatMuls are all worth offloading. For tests about running offloaded nodes."""
+    load and hardware (int8 MatMul measured 210-850 GOP/s here; a 4-core laptop would keep the encoder
+    on the CPU): a modest 2-core laptop's, on which the encoder's float and int8 MatMuls are all worth
+    offloading. For tests about placement and about running offloaded nodes."""
     from npu_ep.partition import cost
 
-    fixed = cost.Calibration(machine="tests", cpu_fixed_ms=0.006, cpu_gflops=80.0, cpu_int8_gops=200.0,
-                             cpu_mem_gbs=20.0, op_fixed_ms=0.02, host_gbs=20.0)
-    monkeypatch.setattr(cost, "calibration", lambda refresh=False: fixed)
+    return cost.Calibration(machine="tests", cpu_fixed_ms=0.006, cpu_gflops=80.0, cpu_int8_gops=200.0,
+                            cpu_mem_gbs=20.0, op_fixed_ms=0.02, host_gbs=20.0)
+
+
+@pytest.fixture
+def reference_cpu(monkeypatch: pytest.MonkeyPatch, reference_calibration) -> None:
+    """`reference_calibration` in place of the measured one, for everything that asks the cost model."""
+    from npu_ep.partition import cost
+
+    monkeypatch.setattr(cost, "calibration", lambda refresh=False: reference_calibration)
 
 
 @pytest.fixture

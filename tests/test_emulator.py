@@ -9,9 +9,7 @@ from npu_ep.provider import kernels
 from npu_ep.provider.bf16 import from_f32
 
 
-@pytest.fixture(autouse=True)
-def clean_device(clean_emulator):
-    """Every test starts on a clean emulated device (conftest)."""
+pytestmark = pytest.mark.usefixtures("clean_emulator")
 
 
 def open_kernel(name: str):

@@ -20,8 +20,8 @@ def calibration() -> cost.Calibration:
 
 
 @pytest.fixture(scope="module")
-def tiny_plans(tiny_en_dir, calibration) -> dict:
-    return {(name, device): planner.plan(tiny_en_dir / name, device, calibration=calibration)
+def tiny_plans(tiny_en_dir, reference_calibration) -> dict:
+    return {(name, device): planner.plan(tiny_en_dir / name, device, calibration=reference_calibration)
             for name in FILES for device in ("xdna1", "xdna2")}
 
 
@@ -66,7 +66,7 @@ def test_partitioned_time_never_exceeds_cpu_only(random_model_dir, tiny_plans, c
     assert any(plan.hybrid_ms < plan.cpu_ms for plan in plans)
 
 
-def test_rewrite_keeps_weights_as_initializers(tiny_en_dir):
+def test_rewrite_keeps_weights_as_initializers(tiny_en_dir, reference_cpu):
     original = onnx.load(str(tiny_en_dir / "encoder_model.onnx"))
     partitioned = planner.partition(original, device="xdna1")
     custom = [n for n in partitioned.graph.node if n.domain == DOMAIN]
