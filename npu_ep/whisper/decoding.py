@@ -41,6 +41,7 @@ class DecodeResult:
     no_speech_prob: float
     temperature: float
     compression_ratio: float
+    no_speech: bool  # the window is taken for silence and skipped
 
 
 def compression_ratio(text: str) -> float:
@@ -67,7 +68,6 @@ class Decoder:
         # text, <|endoftext|> and timestamps are.
         suppress = set(tokenizer.suppress_tokens) | set(range(tokenizer.eot + 1, tb))
         self._suppress = np.array(sorted(t for t in suppress if t < model.vocab_size), dtype=np.int64)
-        self._begin_suppress = np.array(tokenizer.begin_suppress_tokens, dtype=np.int64)
         self._last_initial = tb + tokenizer.max_initial_timestamp_index
         self.sample_len = model.n_text_ctx // 2
         self._rng = np.random.default_rng(seed)
@@ -98,18 +98,21 @@ class Decoder:
         for temperature in options.temperatures:
             tokens, sum_logprob = self._attempt(opening, max_len, temperature, options)
             text = self.tokenizer.decode(tokens)
-            result = DecodeResult(
-                tokens, sum_logprob / (len(tokens) + 1), no_speech_prob, temperature, compression_ratio(text)
+            avg_logprob = sum_logprob / (len(tokens) + 1)
+            too_unlikely = options.logprob_threshold is not None and avg_logprob < options.logprob_threshold
+            # Skip the window as silence (openai/whisper's rule: a likely no-speech window is kept only if
+            # what was decoded is likely enough).
+            no_speech = (
+                options.no_speech_threshold is not None and no_speech_prob > options.no_speech_threshold
+                and not (options.logprob_threshold is not None and avg_logprob > options.logprob_threshold)
             )
+            result = DecodeResult(tokens, avg_logprob, no_speech_prob, temperature, compression_ratio(text), no_speech)
             too_repetitive = (
                 options.compression_ratio_threshold is not None
                 and result.compression_ratio > options.compression_ratio_threshold
             )
-            too_unlikely = options.logprob_threshold is not None and result.avg_logprob < options.logprob_threshold
-            silence = (
-                options.no_speech_threshold is not None and no_speech_prob > options.no_speech_threshold and too_unlikely
-            )
-            if silence or not (too_repetitive or too_unlikely):
+            # Silence ends the fallback: hotter attempts would only make up words.
+            if (no_speech and too_unlikely) or not (too_repetitive or too_unlikely):
                 break
         return result
 
@@ -129,8 +132,7 @@ class Decoder:
         tb, eot = self._tb, self._eot
         logits[:, self._suppress] = _NEG_INF
         if step == 0:
-            # Begin with a timestamp no later than 1 s, and never with a blank or the end.
-            logits[:, self._begin_suppress] = _NEG_INF
+            # Begin with a timestamp no later than 1 s (so never with text, a blank or the end).
             logits[:, :tb] = _NEG_INF
             logits[:, self._last_initial + 1 :] = _NEG_INF
             return

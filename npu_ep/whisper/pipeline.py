@@ -217,12 +217,7 @@ class Pipeline:
         sot_sequence = self.tokenizer.sot_sequence(info.language, options.task)
         result = self.decoder.decode(encoder_states, sot_sequence, prompt, options)
         timing.decoder += time.perf_counter() - clock
-        no_speech = (
-            options.no_speech_threshold is not None
-            and result.no_speech_prob > options.no_speech_threshold
-            and not (options.logprob_threshold is not None and result.avg_logprob > options.logprob_threshold)
-        )
-        return None if no_speech else result
+        return None if result.no_speech else result
 
     def _split(
         self, result: DecodeResult, time_offset: float, segment_frames: int

@@ -49,7 +49,6 @@ class WhisperTokenizer:
         # Decoding rules of the checkpoint: never-sampled tokens (symbols, speaker tags), tokens barred as the
         # first one (a blank, end of text), and how late the first timestamp may come (0.02 s units).
         self.suppress_tokens: list[int] = [t for t in generation.get("suppress_tokens") or [] if t >= 0]
-        self.begin_suppress_tokens: list[int] = generation.get("begin_suppress_tokens") or [*self.encode(" "), self.eot]
         self.max_initial_timestamp_index: int = generation.get("max_initial_timestamp_index", 50)
 
     def sot_sequence(self, language: str | None, task: str) -> list[int]:
