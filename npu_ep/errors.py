@@ -7,3 +7,10 @@ class NpuEpError(Exception):
     The message names the problem and the fix, on one line, e.g.
     ``NpuEpError("models/foo: no such model folder (export one with: npu-ep export --model tiny.en)")``.
     """
+
+
+def first_line(error: BaseException) -> str:
+    """The first line of an unexpected error's message (its type when it has none): the cause a
+    one-line NpuEpError quotes."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__

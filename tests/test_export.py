@@ -262,6 +262,17 @@ def test_truncated_model_bin_names_the_offset(tmp_path):
     assert "truncated" in line and not (tmp_path / "out").exists()
 
 
+def test_damaged_tokenizer_in_a_ctranslate2_folder(tmp_path):
+    from npu_ep.export import ct2_model_dir
+
+    package = ct2_model_dir("tiny.en")
+    (tmp_path / "model.bin").symlink_to(package / "model.bin")
+    shutil.copyfile(package / "config.json", tmp_path / "config.json")
+    (tmp_path / "tokenizer.json").write_text('{"model": {}')  # cut short
+    line = assert_one_line_error(run_cli("export", "--model", str(tmp_path), "--out", str(tmp_path / "out")), "cannot export")
+    assert str(tmp_path) in line and not (tmp_path / "out").exists()
+
+
 def test_unwritable_output_folder(tmp_path):
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")

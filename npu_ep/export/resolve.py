@@ -9,7 +9,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from npu_ep.errors import NpuEpError
+from npu_ep.errors import NpuEpError, first_line
 from npu_ep.export import onnx_export
 from npu_ep.export.weights import KNOWN_MODELS, ct2_model_dir, known_model, package_dir, package_versions
 
@@ -54,7 +54,13 @@ def _export(source: str | Path, out_dir: str | Path | None, opset: int | None, f
         # Another process may have finished the same export while this one waited for the lock.
         if not force and onnx_export.is_up_to_date(out, build_key):
             return out
-        _run_export(name, kind, location, source_info, build_key, out, opset, on_first_use)
+        try:
+            _run_export(name, kind, location, source_info, build_key, out, opset, on_first_use)
+        except NpuEpError:
+            raise
+        except Exception as error:  # damaged configs, tokenizer or weights in the source: one cause, one line
+            raise NpuEpError(f"{source}: cannot export ({first_line(error)}) (check the source's files, or give "
+                             "tiny.en or base)") from None
     return out
 
 

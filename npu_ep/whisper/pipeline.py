@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from npu_ep.errors import NpuEpError
+from npu_ep.errors import NpuEpError, first_line
 from npu_ep.whisper.audio import SAMPLE_RATE, AudioSource
 from npu_ep.whisper.decoding import TEMPERATURES, TIMESTAMP_SECONDS, Decoder, DecodeOptions, DecodeResult
 from npu_ep.whisper.features import FRAME_SECONDS, HOP_LENGTH, WINDOW_FRAMES, encoder_features
@@ -78,8 +78,7 @@ class Pipeline:
         except NpuEpError:
             raise
         except Exception as error:  # bad JSON, missing keys, unreadable ONNX or tokenizer: one cause, one fix
-            cause = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-            raise NpuEpError(f"{self.model_dir}: damaged model folder ({cause}) "
+            raise NpuEpError(f"{self.model_dir}: damaged model folder ({first_line(error)}) "
                              f"(re-export it with: npu-ep export --model {model} --force)") from None
         self.decoder = Decoder(self.model, self.tokenizer)
         self.load_seconds = time.perf_counter() - started
