@@ -9,11 +9,11 @@ from npu_ep.quantize import quantize_model
 from npu_ep.whisper.pipeline import Pipeline, transcribe
 
 
-def session_options(device: str = "auto"):
+def session_options(device: str = "auto", threads: int | None = None):
     """onnxruntime.SessionOptions with the NPU provider's custom ops registered (see npu_ep.provider)."""
     from npu_ep.provider import session_options as _session_options
 
-    return _session_options(device)
+    return _session_options(device, threads)
 
 
 from npu_ep import partition  # noqa: E402  (callable: npu_ep.partition(model, device="xdna1"))

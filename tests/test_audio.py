@@ -61,6 +61,13 @@ def test_array_input_any_layout_and_rate() -> None:
     assert abs(_peak_hz(as_rows) - 440.0) < 2.0
 
 
+def test_int16_arrays_and_lists_are_audio_too() -> None:
+    tone = _tone(16000, 0.5, channels=1).astype(np.float32).reshape(-1)
+    pcm = np.round(tone * 32767).astype(np.int16)  # what a WAV reader hands over
+    np.testing.assert_allclose(load_audio(pcm), tone, atol=1e-4)  # scaled to [-1, 1), not left at +-32767
+    np.testing.assert_allclose(load_audio(tone.tolist()), tone)
+
+
 def test_jfk_is_stereo_24bit_44k(jfk_path: Path) -> None:
     info = sf.info(jfk_path)
     assert (info.channels, info.samplerate) == (2, 44100)

@@ -9,9 +9,7 @@ from pathlib import Path
 
 from npu_ep.errors import NpuEpError
 from npu_ep.partition.profiles import PROFILES
-from npu_ep.whisper.model import DECODER_FILE, DECODER_WITH_PAST_FILE, ENCODER_FILE
-
-MODEL_FILES = (ENCODER_FILE, DECODER_FILE, DECODER_WITH_PAST_FILE)
+from npu_ep.export.onnx_export import ONNX_FILES
 PROFILE_NAMES = tuple(PROFILES)
 
 
@@ -31,7 +29,7 @@ def run(args: argparse.Namespace) -> int:
     from npu_ep.partition.planner import partition_file
 
     folder = resolve_model(args.model)
-    files = [folder / name for name in MODEL_FILES if (folder / name).exists()]
+    files = [folder / name for name in ONNX_FILES if (folder / name).exists()]
     if not files:
         raise NpuEpError(f"{folder}: no encoder/decoder ONNX files (export the model again: npu-ep export --model {args.model})")
     calibration = cost.calibration()

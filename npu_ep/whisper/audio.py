@@ -5,6 +5,7 @@ the pipeline only ever asks for the next 30 s window, moving forward.
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -34,15 +35,18 @@ class AudioSource:
     """
 
     def __init__(self, audio: str | Path | np.ndarray, sample_rate: int = SAMPLE_RATE) -> None:
-        if isinstance(audio, np.ndarray):
+        if not isinstance(audio, (str, os.PathLike)):  # an array, or anything numpy makes one of (lists, tensors)
             self.name = "audio array"
             self._file = None
             if sample_rate <= 0:
                 raise NpuEpError(f"audio array: sample rate {sample_rate} Hz (give the array's real rate, e.g. 16000)")
             try:
-                samples = np.asarray(audio, dtype=np.float32)
+                raw = np.asarray(audio)
+                # Integer PCM (e.g. int16 from a WAV reader) scaled to [-1, 1) as soundfile does for files.
+                scale = float(np.iinfo(raw.dtype).max) + 1 if np.issubdtype(raw.dtype, np.integer) else 1.0
+                samples = np.asarray(raw, dtype=np.float32) / np.float32(scale)
             except (TypeError, ValueError):
-                raise NpuEpError(f"audio array: {audio.dtype} values are not audio samples (pass numbers)") from None
+                raise NpuEpError(f"audio array: {type(audio).__name__} values are not audio samples (pass numbers)") from None
             if samples.ndim == 2 and samples.shape[0] < samples.shape[1] and samples.shape[0] <= 8:
                 samples = samples.T  # (channels, samples) as torch/librosa hand it over
             if samples.ndim not in (1, 2):
