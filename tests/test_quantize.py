@@ -97,6 +97,20 @@ def test_each_onnx_file_is_opened_once(random_model_dir: Path, jfk_path: Path, s
     assert {p.parent.name for p in opened} == {random_model_dir.name, f".{out.name}.partial"}
 
 
+def test_calibration_records_whole_feeds_and_decodes_only_for_a_decoder(random_model_dir: Path, jfk_path: Path) -> None:
+    from npu_ep.quantize.calibration import FloatModel, collect_feeds
+
+    model = FloatModel(Pipeline(random_model_dir))
+    feeds = collect_feeds(model, [jfk_path], ONNX_FILES, progress=False).by_file
+    sessions = dict(zip(ONNX_FILES, (model.encoder, model.decoder, model.decoder_with_past)))
+    assert set(feeds) == set(ONNX_FILES)
+    for name, session in sessions.items():
+        inputs = {i.name for i in session.get_inputs()}
+        assert feeds[name] and all(set(feed) == inputs for feed in feeds[name]), name
+    model.decoder = model.decoder_with_past = None  # the encoder alone to quantize: no decoding
+    assert set(collect_feeds(model, [jfk_path], ["encoder_model.onnx"], progress=False).by_file) == {"encoder_model.onnx"}
+
+
 def test_quantized_model_transcribes_through_the_pipeline(dynamic_random: Path, jfk_path: Path) -> None:
     segments, info = Pipeline(dynamic_random).transcribe(jfk_path, temperature=0.0, progress=False)
     assert info.model == "random-int8-dynamic"

@@ -9,6 +9,7 @@ import numpy as np
 from npu_ep.metrics import REFERENCES_FILE, word_errors
 from npu_ep.quantize.calibration import FloatModel
 from npu_ep.quantize.clips import clip_features
+from npu_ep.whisper.formats import transcript_text
 
 if TYPE_CHECKING:
     from npu_ep.whisper.pipeline import Pipeline
@@ -24,7 +25,7 @@ def encoder_agreement(reference: np.ndarray, candidate: np.ndarray) -> tuple[flo
 def transcript(pipeline: Pipeline, clip: Path) -> str:
     # The pipeline's default decoding (greedy, seeded temperature fallback): the transcript users would get.
     segments, _ = pipeline.transcribe(clip, progress=False)
-    return "".join(segment.text for segment in segments).strip()
+    return transcript_text(segments)
 
 
 def accuracy_report(float_pipeline: Pipeline, quant_dir: Path, clips: list[Path], refs: dict[Path, str],

@@ -2,6 +2,7 @@
 as the float model produces them while greedily decoding the same clips."""
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -21,12 +22,14 @@ MAX_NEW_TOKENS = 96
 
 @dataclass
 class Feeds:
-    """Input dictionaries per ONNX file, in the order they were produced."""
+    """Input dictionaries per ONNX file of `files` (others' inputs are not kept), in the order they were produced."""
 
+    files: frozenset[str]
     by_file: dict[str, list[dict[str, np.ndarray]]] = field(default_factory=dict)
 
     def add(self, onnx_file: str, feed: dict[str, np.ndarray]) -> None:
-        self.by_file.setdefault(onnx_file, []).append(feed)
+        if onnx_file in self.files:
+            self.by_file.setdefault(onnx_file, []).append(feed)
 
 
 class FeedReader(CalibrationDataReader):
@@ -57,6 +60,9 @@ class FloatModel:
         model, tokenizer = pipeline.model, pipeline.tokenizer
         self.n_mels = model.n_mels
         self.encoder, self.decoder, self.decoder_with_past = model.encoder, model.decoder, model.decoder_with_past
+        # The cache names, self-attention (grows each step) and cross-attention (fixed), as the model maps them.
+        self.self_outputs, self.self_inputs = model.self_outputs, model.self_inputs
+        self.cross_outputs, self.cross_inputs = model.cross_outputs, model.cross_inputs
         # Calibration and evaluation clips are English speech: transcribe without timestamps.
         self.prompt = tokenizer.sot_sequence("en", "transcribe") + [tokenizer.no_timestamps]
         self.eot = tokenizer.eot
@@ -72,33 +78,36 @@ class FloatModel:
     def greedy(self, hidden: np.ndarray, feeds: Feeds | None = None) -> list[int]:
         """Greedy tokens after the prompt (no suppression rules: inputs to record, not a transcript to show)."""
         first = {"input_ids": np.array([self.prompt], dtype=np.int64), "encoder_hidden_states": hidden}
-        names = [o.name for o in self.decoder.get_outputs()]
-        outputs = self.decoder.run(None, first)
-        past = {name.replace("present", "past_key_values"): value for name, value in zip(names[1:], outputs[1:])}
-        with_past_names = [o.name for o in self.decoder_with_past.get_outputs()]
+        outputs = self.decoder.run(["logits", *self.self_outputs, *self.cross_outputs], first)
+        n_self = len(self.self_outputs)
+        past = dict(zip(self.self_inputs, outputs[1 : 1 + n_self]))
+        # Only the self-attention cache grows; the cross-attention cache is shared by every step.
+        cross = dict(zip(self.cross_inputs, outputs[1 + n_self :]))
         if feeds is not None:
             feeds.add(DECODER_FILE, first)
         tokens: list[int] = []
         token = int(outputs[0][0, -1].argmax())
         while token != self.eot and len(tokens) < MAX_NEW_TOKENS:
             tokens.append(token)
-            step = {"input_ids": np.array([[token]], dtype=np.int64), **past}
+            step = {"input_ids": np.array([[token]], dtype=np.int64), **past, **cross}
             if feeds is not None:
                 feeds.add(DECODER_WITH_PAST_FILE, step)
-            outputs = self.decoder_with_past.run(None, step)
-            # Only the self-attention cache grows; the cross-attention cache is shared by every step.
-            past = dict(past, **{n.replace("present", "past_key_values"): v for n, v in zip(with_past_names[1:], outputs[1:])})
+            outputs = self.decoder_with_past.run(["logits", *self.self_outputs], step)
+            past = dict(zip(self.self_inputs, outputs[1:]))
             token = int(outputs[0][0, -1].argmax())
         return tokens
 
 
-def collect_feeds(model: FloatModel, clips: list[Path], progress: bool = True) -> Feeds:
-    """Run the float model over `clips`, recording the inputs each session receives."""
+def collect_feeds(model: FloatModel, clips: list[Path], files: Collection[str], progress: bool = True) -> Feeds:
+    """Run the float model over `clips`, recording the inputs each of `files` (the ONNX files to be
+    quantized) receives. The clips are decoded, most of the time here, only when a decoder is among them."""
     from tqdm import tqdm
 
-    feeds = Feeds()
+    feeds = Feeds(frozenset(files))
+    decode = not feeds.files.isdisjoint((DECODER_FILE, DECODER_WITH_PAST_FILE))
     for clip in tqdm(clips, desc="calibration inputs", unit="clip", disable=not progress):
         features = clip_features(clip, model.n_mels)
         feeds.add(ENCODER_FILE, {"input_features": features})
-        model.greedy(model.encode(features), feeds)
+        if decode:
+            model.greedy(model.encode(features), feeds)
     return feeds

@@ -5,8 +5,6 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-import numpy as np
-
 from npu_ep.quantize import folder as folders
 from npu_ep.quantize.clips import clip_features, split_clips
 from npu_ep.whisper.model import ENCODER_FILE
@@ -22,7 +20,7 @@ def measure_sensitivity(model: str, mode: str, calibration: list[str] | None = N
 
     from npu_ep.provider import create_session
     from npu_ep.quantize.accuracy import encoder_agreement
-    from npu_ep.quantize.build import quiet_quantizer_logs
+    from npu_ep.quantize.build import quantize_file, quiet_quantizer_logs
     from npu_ep.quantize.calibration import FloatModel, collect_feeds
     from npu_ep.whisper.pipeline import Pipeline
 
@@ -34,32 +32,24 @@ def measure_sensitivity(model: str, mode: str, calibration: list[str] | None = N
     encoder = source / ENCODER_FILE
     graph = onnx.load(encoder, load_external_data=False).graph
     weights = {init.name for init in graph.initializer}
-    nodes = [n.name for n in graph.node if n.op_type == "MatMul" and any(i in weights for i in n.input)]
-    all_nodes = [n.name for n in graph.node]
-    feeds = collect_feeds(float_model, calib_clips, progress).by_file[ENCODER_FILE] if mode == "static" else None
+    matmuls = [n for n in graph.node if n.op_type == "MatMul"]  # the only op type quantized
+    nodes = [n.name for n in matmuls if any(i in weights for i in n.input)]
+    feeds = None
+    if mode == "static":
+        feeds = collect_feeds(float_model, calib_clips, {ENCODER_FILE}, progress).by_file[ENCODER_FILE]
     rows = []
     with tempfile.TemporaryDirectory(prefix="npu-ep-sensitivity-") as scratch, quiet_quantizer_logs():
         target = Path(scratch) / ENCODER_FILE
         for node in tqdm(nodes, desc="sensitivity", unit="node", disable=not progress):
-            others = [name for name in all_nodes if name != node]
-            _quantize_one(encoder, target, others, mode, feeds, method, form, per_channel)
+            # Every other MatMul, not only the constant-weight ones: static QDQ also quantizes attention's
+            # activation x activation products (MatMulConstBOnly holds for the dynamic forms only).
+            others = [n.name for n in matmuls if n.name != node]
+            quantize_file(encoder, target, mode, others, feeds=feeds, method=method, form=form, per_channel=per_channel)
             session = create_session(target)
             scores = [encoder_agreement(want, session.run(None, {"input_features": f})[0])
                       for f, want in zip(features, expected)]
             rows.append({"node": node, "cosine": min(s[0] for s in scores), "max_abs_diff": max(s[1] for s in scores)})
     return sorted(rows, key=lambda row: row["cosine"])
-
-
-def _quantize_one(source: Path, target: Path, others: list[str], mode: str, feeds: list[dict[str, np.ndarray]] | None,
-                  method: str, form: str, per_channel: bool) -> None:
-    if mode == "static":
-        from npu_ep.quantize.static import quantize_static_file
-
-        quantize_static_file(source, target, feeds, method, others, per_channel)
-    else:
-        from npu_ep.quantize.dynamic import quantize_dynamic_file
-
-        quantize_dynamic_file(source, target, form, others, per_channel)
 
 
 def format_sensitivity(rows: list[dict]) -> str:

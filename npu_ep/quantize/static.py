@@ -6,7 +6,9 @@ from pathlib import Path
 
 import numpy as np
 
-METHODS = ("minmax", "entropy", "percentile")
+# --calibrate-method choices, each naming its onnxruntime.quantization.CalibrationMethod (imported only to quantize).
+_CALIBRATION_METHODS = {"minmax": "MinMax", "entropy": "Entropy", "percentile": "Percentile"}
+METHODS = tuple(_CALIBRATION_METHODS)
 
 
 def quantize_static_file(source: Path, target: Path, feeds: list[dict[str, np.ndarray]], method: str,
@@ -16,11 +18,11 @@ def quantize_static_file(source: Path, target: Path, feeds: list[dict[str, np.nd
 
     from npu_ep.quantize.calibration import FeedReader
 
-    calibrate_method = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
-                        "percentile": CalibrationMethod.Percentile}[method]
+    calibrate_method = getattr(CalibrationMethod, _CALIBRATION_METHODS[method])
     quantize_static(
         source, target, FeedReader(feeds), quant_format=QuantFormat.QDQ,
-        # MatMuls only: attention's activation x activation products and everything else stay float.
+        # MatMuls only, everything else stays float. Attention's activation x activation MatMuls get QDQ too:
+        # ORT's QDQ quantizer ignores MatMulConstBOnly (onnxruntime 1.32, checked on tiny.en's encoder).
         op_types_to_quantize=["MatMul"], per_channel=per_channel,
         activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
         nodes_to_exclude=exclude_nodes, calibrate_method=calibrate_method,
