@@ -76,7 +76,7 @@ def test_rewrite_keeps_weights_as_initializers(tiny_en_dir, reference_cpu):
     for node in custom:
         attrs = {a.name: a.s.decode() for a in node.attribute}
         assert node.input[1] in initializers
-        assert attrs["kernel"] == "gemm_bf16_f32_npu1"
+        assert attrs["kernel"] == "gemm-bf16-npu1"
         assert attrs["node_key"].startswith(node.name + "#")
     keys = [a.s for n in custom for a in n.attribute if a.name == "node_key"]
     assert len(set(keys)) == len(keys)

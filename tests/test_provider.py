@@ -80,11 +80,11 @@ def test_one_dispatch_per_projection_and_resident_weights():
     activation_bytes = 1500 * 512 * 2  # bf16, the 1500 filled rows
     for call in range(3):
         emulator.stats.reset()
-        out = backend.gemm("proj#x", "gemm_bf16_f32_npu1", a, lambda: w, fingerprint(w), cpu=lambda: a @ w)
+        out = backend.gemm("proj#x", "gemm-bf16-npu1", a, lambda: w, fingerprint(w), cpu=lambda: a @ w)
         assert emulator.stats.dispatches == 1
-        # The first call also uploads the bf16 weight and the 4-word instruction sequence; later
+        # The first call also uploads the bf16 weight and the 5-word instruction sequence; later
         # calls send only the activation: the weight stays resident on the device.
-        assert emulator.stats.bytes_to_device == activation_bytes + (512 * 512 * 2 + 16 if call == 0 else 0)
+        assert emulator.stats.bytes_to_device == activation_bytes + (512 * 512 * 2 + 20 if call == 0 else 0)
     assert backend.weight_uploads == 1
     assert np.abs(out - a @ w).max() <= 4 * BF16_U * np.abs(a @ w).max()
 
@@ -94,8 +94,8 @@ def test_a_different_weight_under_the_same_key_is_uploaded_again():
     a = rng.standard_normal((256, 384), dtype=np.float32)
     w1, w2 = (rng.standard_normal((384, 384), dtype=np.float32) for _ in range(2))
     backend = Backend("emulator")
-    first = backend.gemm("k", "gemm_bf16_f32_npu1", a, lambda: w1, fingerprint(w1), cpu=lambda: a @ w1).copy()
-    second = backend.gemm("k", "gemm_bf16_f32_npu1", a, lambda: w2, fingerprint(w2), cpu=lambda: a @ w2)
+    first = backend.gemm("k", "gemm-bf16-npu1", a, lambda: w1, fingerprint(w1), cpu=lambda: a @ w1).copy()
+    second = backend.gemm("k", "gemm-bf16-npu1", a, lambda: w2, fingerprint(w2), cpu=lambda: a @ w2)
     assert backend.weight_uploads == 2
     assert np.abs(second - a @ w2).max() < np.abs(first - a @ w2).max()
 
@@ -144,7 +144,7 @@ def test_fallback_warning_is_a_python_warning(monkeypatch):
     emulator.inject_fault("busy")
     a = np.ones((4, 8), np.float32)
     with pytest.warns(NpuFallbackWarning, match="busy"):
-        out = backend.gemm("warned#k", "gemm_bf16_f32_npu1", a, lambda: a.T, b"id", cpu=lambda: a @ a.T)
+        out = backend.gemm("warned#k", "gemm-bf16-npu1", a, lambda: a.T, b"id", cpu=lambda: a @ a.T)
     assert np.array_equal(out, a @ a.T)
 
 
@@ -314,3 +314,38 @@ def test_bench_section_labels_every_npu_figure(random_model_dir):
         if line.startswith("| host-side") or line.startswith("| one offloaded") or line.startswith("| dispatches"):
             assert "run on the emulated device" in line, line
     assert "projected by the cost model, not measured on an NPU" in text
+
+
+def test_activation_kinds_run_with_padded_buffers_and_stale_padding_cleared():
+    """Backend.run: both operands activations (batched GEMM, batch = heads), each in the corner of its
+    zero-padded buffer; a smaller shape on the same artifact must not see the previous call's data."""
+    rng = np.random.default_rng(6)
+    backend = Backend("emulator")
+    for T in (300, 290):  # both pad to the same K = 320: one artifact, one prepared run
+        p = rng.random((6, 200, T), dtype=np.float32)
+        v = rng.standard_normal((6, T, 64), dtype=np.float32)
+        out = backend.run("attn#av", "batched_gemm-bf16-npu1", (6, 200, T, 64), {"a": p, "b": v}, cpu=lambda: p @ v)
+        assert out.shape == (6, 200, 64)
+        assert np.abs(out - p @ v).max() <= 4 * BF16_U * np.abs(p @ v).max()
+    assert len(backend._kernels) == 1 and emulator.stats.dispatches == 2
+
+
+def test_a_device_without_the_built_artifact_sends_that_node_to_the_cpu(monkeypatch):
+    # Without the emulator's on-demand build the backend behaves as on real hardware: it runs only
+    # artifacts `npu-ep kernels build` recorded, and any other shape falls back with a clear cause.
+    monkeypatch.delattr(emulator, "build_instructions")
+    monkeypatch.setattr(xrt_backend, "emitted", set())
+    backend = Backend("emulator")
+    a = np.ones((1500, 384), np.float32)
+    with pytest.warns(NpuFallbackWarning, match="kernel gemm-bf16-npu1-1536x384x384-t64x64x32-a4x4 not built"):
+        out = backend.gemm("fc#k", "gemm-bf16-npu1", a, lambda: a[:384], b"id", cpu=lambda: a @ a[:384])
+    assert np.array_equal(out, a @ a[:384]) and emulator.stats.dispatches == 0
+
+
+def test_warm_up_opens_each_artifact_and_runs_it_before_the_first_call():
+    backend = Backend("emulator")
+    design = npu_ep.provider.kernels.design("gemm-bf16-npu1")
+    identities = [design.artifact(1500, 384, n).identity for n in (384, 1536)]
+    seconds = backend.warm_up(identities, runs=3)
+    assert seconds > 0 and emulator.stats.dispatches == 6 and not backend.warnings
+    assert sorted(backend._kernels) == sorted(identities)

@@ -19,7 +19,7 @@ import numpy as np
 
 from npu_ep.partition.profiles import DeviceProfile
 from npu_ep.paths import cache_dir
-from npu_ep.provider.kernels import KernelEntry
+from npu_ep.provider.kernels import Design
 
 CALIBRATION_VERSION = 3
 
@@ -158,7 +158,7 @@ def cpu_ms(M: int, K: int, N: int, int8: bool, cal: Calibration) -> float:
     return cal.cpu_fixed_ms + max(2 * M * K * N / rate, weight_bytes / (cal.cpu_mem_gbs * 1e9)) * 1e3
 
 
-def estimate(M: int, K: int, N: int, int8: bool, kernel: KernelEntry, device: DeviceProfile,
+def estimate(M: int, K: int, N: int, int8: bool, kernel: Design, device: DeviceProfile,
              cal: Calibration) -> Estimate:
     """Predicted CPU time and NPU-provider time (dispatch + transfers + compute + host work)."""
     Mp, Kp, Np = kernel.padded(M, K, N)

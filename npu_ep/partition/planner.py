@@ -11,7 +11,7 @@ from npu_ep.errors import NpuEpError
 from npu_ep.partition import cost, graph, profiles, rewrite
 from npu_ep.provider import kernels
 
-PARTITION_VERSION = 2  # 2: no copy for files with nothing offloaded; a .json record per copy
+PARTITION_VERSION = 3  # 2: no copy for files with nothing offloaded; a .json record per copy; 3: kernels named by design
 # The NPU must win by this share of the CPU time: it absorbs the projection's error, so a node
 # never moves for a predicted gain smaller than the model can resolve.
 MARGIN = 0.8

@@ -97,6 +97,7 @@ def _through_ort(M: int, K: int, N: int, repeat: int) -> dict:
 
 def _dispatches(M: int, K: int, N: int) -> int:
     from npu_ep.provider import emulator
+    from npu_ep.provider.kernels import kernel_for
     from npu_ep.provider.xrt_backend import Backend, fingerprint
 
     rng = np.random.default_rng(1)
@@ -104,7 +105,7 @@ def _dispatches(M: int, K: int, N: int) -> int:
     w = rng.standard_normal((K, N), dtype=np.float32)
     backend = Backend("emulator")
     emulator.stats.reset()
-    backend.gemm("bench#proj", "gemm_bf16_f32_npu1", a, lambda: w, fingerprint(w), cpu=lambda: a @ w)
+    backend.gemm("bench#proj", kernel_for("emulator", "bf16").name, a, lambda: w, fingerprint(w), cpu=lambda: a @ w)
     return emulator.stats.dispatches
 
 

@@ -1,5 +1,12 @@
-"""The GEMM kernel manifest (`kernels/manifest.json`): which xclbin and instruction files exist, their
-tile sizes, data types and argument group ids, and the host-side padding they need."""
+"""The NPU kernel interface (`kernels/manifest.json`): kernel kinds, designs and built artifacts.
+
+A *design* is a kernel kind (gemm, batched_gemm, softmax, attention) for one data type and device
+family, with its per-core tile sizes and core array. An *artifact* is a design compiled for one
+padded problem shape: one xclbin (opened as its own hardware context) and one instruction
+sequence. The designs compile their tile counts into the core programs, as mlir-aie's static
+whole-array GEMM does, so an xclbin serves exactly the shape it was built for. Artifacts are named
+by all their parameters, e.g. `gemm-bf16-npu1-1536x384x384-t64x64x32-a4x4`.
+"""
 from __future__ import annotations
 
 import functools
@@ -16,34 +23,104 @@ from npu_ep.paths import shipped
 # Device family of each partition profile's kernels; the emulator stands in for an XDNA1 (npu1).
 FAMILY = {"xdna1": "npu1", "xdna2": "npu2", "emulator": "npu1"}
 DTYPES = {"bf16": np.uint16, "f32": np.float32, "i8": np.int8, "i32": np.int32}
+# The vector width the bf16 softmax/attention cores read along a row: rows are padded to it.
+_VECTOR = 16
 
 
 @dataclass(frozen=True)
-class KernelEntry:
+class Design:
+    """One kernel kind for one data type and device, with its tiling: what `kernel` names in a node."""
     name: str
+    kind: str
     device: str
-    xclbin: str
-    insts: str
-    kernel_name: str
-    opcode: int
-    m: int
-    k: int
-    n: int
-    rows: int
-    cols: int
     dtype_in: str
     dtype_out: str
-    group_ids: dict
+    tile: tuple[tuple[str, int], ...]   # per-core tile sizes, in the manifest's order
+    rows: int
+    cols: int
+    dims: tuple[str, ...]               # the kind's problem dimensions, e.g. ("M", "K", "N")
+    args: tuple[tuple[str, tuple[str, ...]], ...]  # buffer name -> its dimensions, in call order
+    outputs: tuple[str, ...]
 
-    def padded(self, M: int, K: int, N: int) -> tuple[int, int, int]:
-        """(M, K, N) rounded up to what one whole-array run accepts."""
-        def up(value: int, multiple: int) -> int:
-            return -(-value // multiple) * multiple
+    @property
+    def t(self) -> dict[str, int]:
+        return dict(self.tile)
 
-        return up(M, self.m * self.rows), up(K, self.k), up(N, self.n * self.cols)
+    @property
+    def multiples(self) -> dict[str, int]:
+        """What each dimension is padded to a multiple of, so the tiles cover the array evenly."""
+        t, rows, cols = self.t, self.rows, self.cols
+        if self.kind in ("gemm", "batched_gemm"):
+            # A blocks of m rows go down each column's cores, B blocks of n columns across the columns.
+            rule = {"M": t["m"] * rows, "K": t["k"], "N": t["n"] * cols}
+        elif self.kind == "softmax":
+            rule = {"R": t["r"] * rows * cols}  # C exact: the cores mask the last block
+        else:
+            rule = {"S": t["sq"] * rows * cols, "D": _VECTOR}  # T exact: the last key block is masked
+        return {dim: rule.get(dim, 1) for dim in self.dims}
 
-    def insts_name(self, M: int, K: int, N: int) -> str:
-        return self.insts.format(M=M, K=K, N=N)
+    def padded(self, *shape: int) -> tuple[int, ...]:
+        """`shape` (in `dims` order) rounded up to what one run of this design accepts."""
+        if len(shape) != len(self.dims):
+            raise ValueError(f"{self.name}: a shape has {len(self.dims)} dimensions {self.dims}, got {shape}")
+        return tuple(-(-size // self.multiples[dim]) * self.multiples[dim] for dim, size in zip(self.dims, shape))
+
+    def artifact(self, *shape: int) -> "Artifact":
+        """The artifact that runs `shape` (padded here)."""
+        return Artifact(self, self.padded(*shape))
+
+    def arg_shape(self, arg: str, shape: tuple[int, ...]) -> tuple[int, ...]:
+        sizes = dict(zip(self.dims, shape))
+        return tuple(sizes[dim] for dim in dict(self.args)[arg])
+
+    def arg_dtype(self, arg: str) -> type:
+        return DTYPES[self.dtype_out if arg in self.outputs else self.dtype_in]
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """A design built for one padded shape: one xclbin, one hardware context, one instruction sequence."""
+    design: Design
+    shape: tuple[int, ...]
+
+    def __post_init__(self) -> None:
+        if self.design.padded(*self.shape) != tuple(self.shape):
+            raise ValueError(f"{self.design.name}: shape {self.shape} is not padded to {self.design.multiples}")
+
+    @property
+    def identity(self) -> str:
+        d = self.design
+        tile = "x".join(str(size) for _, size in d.tile)
+        return f"{d.name}-{'x'.join(map(str, self.shape))}-t{tile}-a{d.rows}x{d.cols}"
+
+    @property
+    def xclbin(self) -> str:
+        return f"{self.identity}.xclbin"
+
+    @property
+    def insts(self) -> str:
+        return f"{self.identity}.insts.bin"
+
+    def nbytes(self, arg: str) -> int:
+        return int(np.prod(self.design.arg_shape(arg, self.shape))) * np.dtype(self.design.arg_dtype(arg)).itemsize
+
+
+@dataclass(frozen=True)
+class Call:
+    """How the host calls every kernel: kernel(opcode, insts, n_words, *buffers), with the
+    instructions on `insts_group_id` and the buffers from `first_arg_group_id` on (mlir-aie's convention)."""
+    kernel_name: str
+    opcode: int
+    insts_group_id: int
+    first_arg_group_id: int
+
+
+@dataclass(frozen=True)
+class Manifest:
+    designs: dict[str, Design]
+    call: Call
+    artifacts: dict[str, dict]   # identity -> build record (files, toolchain, verification)
+    path: Path
 
 
 def kernels_dir() -> Path:
@@ -53,31 +130,68 @@ def kernels_dir() -> Path:
 
 
 @functools.lru_cache(maxsize=None)
-def manifest() -> dict[str, KernelEntry]:
+def _read(path: Path, stamp: int) -> Manifest:
+    raw = json.loads(path.read_text())
+    if raw.get("version") != 2:
+        raise NpuEpError(f"{path}: kernel manifest version {raw.get('version')} (this npu_ep reads version 2)")
+    designs = {}
+    for name, entry in raw["designs"].items():
+        kind = raw["kinds"][entry["kind"]]
+        designs[name] = Design(
+            name=name, kind=entry["kind"], device=entry["device"], dtype_in=entry["dtype_in"],
+            dtype_out=entry["dtype_out"], tile=tuple(entry["tile"].items()), rows=entry["array"]["rows"],
+            cols=entry["array"]["cols"], dims=tuple(kind["dims"]),
+            args=tuple((arg, tuple(dims)) for arg, dims in kind["args"].items()), outputs=tuple(kind["outputs"]))
+        if name != f"{entry['kind']}-{entry['dtype_in']}-{entry['device']}":
+            raise NpuEpError(f"{path}: design {name!r} must be named <kind>-<dtype>-<device>")
+    return Manifest(designs, Call(**raw["call"]), raw.get("artifacts", {}), path)
+
+
+def manifest() -> Manifest:
     path = kernels_dir() / "manifest.json"
     if not path.exists():
         raise NpuEpError(f"{path}: kernel manifest missing (set NPU_EP_KERNELS to the project's kernels/ folder)")
-    entries = {}
-    for name, raw in json.loads(path.read_text())["kernels"].items():
-        entries[name] = KernelEntry(
-            name=name, device=raw["device"], xclbin=raw["xclbin"], insts=raw["insts"], kernel_name=raw["kernel_name"],
-            opcode=raw["opcode"], m=raw["tile"]["m"], k=raw["tile"]["k"], n=raw["tile"]["n"],
-            rows=raw["array"]["rows"], cols=raw["array"]["cols"], dtype_in=raw["dtype_in"],
-            dtype_out=raw["dtype_out"], group_ids=raw["group_ids"],
-        )
-    return entries
+    return _read(path, path.stat().st_mtime_ns)  # re-read when `npu-ep kernels build` records artifacts
 
 
-def kernel_for(profile: str, dtype_in: str) -> KernelEntry:
-    """The kernel a partition profile uses for `dtype_in` ("bf16" for float MatMuls, "i8" for int8)."""
-    family = FAMILY[profile]
-    for entry in manifest().values():
-        if entry.device == family and entry.dtype_in == dtype_in:
-            return entry
-    raise NpuEpError(f"kernels/manifest.json: no {dtype_in} GEMM kernel for {family} (add one to the manifest)")
+def design(name: str) -> Design:
+    try:
+        return manifest().designs[name]
+    except KeyError:
+        raise NpuEpError(f"kernels/manifest.json: no kernel design {name!r}") from None
 
 
-def read_instructions(entry: KernelEntry, M: int, K: int, N: int) -> np.ndarray | None:
-    """The built instruction sequence for this problem size, or None if it was not built."""
-    path = kernels_dir() / entry.insts_name(M, K, N)
-    return np.fromfile(path, dtype=np.uint32) if path.exists() else None
+def kernel_for(profile: str, dtype_in: str, kind: str = "gemm") -> Design:
+    """The design a partition profile uses for `kind` on `dtype_in` ("bf16" or "i8")."""
+    name = f"{kind}-{dtype_in}-{FAMILY[profile]}"
+    if name not in manifest().designs:
+        raise NpuEpError(f"kernels/manifest.json: no {dtype_in} {kind} kernel for {FAMILY[profile]} (add one)")
+    return manifest().designs[name]
+
+
+def parse(identity: str) -> Artifact:
+    """The artifact an identity names; ValueError saying why when it names none of the manifest's designs."""
+    parts = identity.split("-")
+    if len(parts) != 6:
+        raise ValueError(f"{identity!r} is not <kind>-<dtype>-<device>-<shape>-t<tile>-a<rows>x<cols>")
+    found = manifest().designs.get("-".join(parts[:3]))
+    if found is None:
+        raise ValueError(f"{identity!r}: no design {'-'.join(parts[:3])!r} in the manifest")
+    try:
+        shape = tuple(int(size) for size in parts[3].split("x"))
+    except ValueError:
+        raise ValueError(f"{identity!r}: bad shape {parts[3]!r}") from None
+    artifact = Artifact(found, shape)
+    if artifact.identity != identity:
+        raise ValueError(f"{identity!r}: tile or array differs from the design's ({artifact.identity})")
+    return artifact
+
+
+def built(artifact: Artifact) -> tuple[Path, Path] | None:
+    """(xclbin, insts) of a built artifact recorded in the manifest with both files present, else None."""
+    record = manifest().artifacts.get(artifact.identity)
+    if record is None:
+        return None
+    folder = kernels_dir()
+    files = folder / record["xclbin"], folder / record["insts"]
+    return files if all(path.exists() for path in files) else None

@@ -1,13 +1,18 @@
 """An emulated XDNA NPU behind the same names and call signatures as pyxrt's NPU subset.
 
-"xclbins" are entries of kernels/manifest.json (looked up by file name, no file needed), and the
-GEMM kernels compute like the NPU: bf16 inputs with fp32 accumulation, or int8 x int8 with int32
-accumulation, then the kernel's output type. `stats` counts dispatches and bytes synced each way
-and keeps the kernel's own compute time separate (`compute_seconds`) so host-side overhead can be
-measured without it. `inject_fault` makes the next operations fail the way real hardware can.
+"xclbins" are kernel artifacts of kernels/manifest.json, named by their identity (no file needed:
+the emulated device builds any artifact of a listed design on demand, as `npu-ep kernels build`
+does for a real one). It keeps the real artifact rule: an xclbin is built for one padded shape, and
+a run whose instruction sequence or buffers are for another shape ends in ERROR (the reason in
+`stats.refusals`). Kernels compute like the NPU: bf16 inputs with fp32 accumulation, or int8 x
+int8 with int32 accumulation, then the kernel's output type. `stats` counts dispatches and bytes
+synced each way and keeps the kernels' own compute time separate (`compute_seconds`) so host-side
+overhead can be measured without it. `inject_fault` makes the next operations fail the way real
+hardware can.
 
 Emulator-only additions: `stats`, `inject_fault`, `clear_faults`, `build_instructions` (stands in
-for mlir-aie's build of an instruction sequence for one problem size), `without_compute`.
+for mlir-aie's build of an artifact's instruction sequence), `without_compute`, `COMPUTE` (each
+kernel kind's math).
 """
 from __future__ import annotations
 
@@ -15,15 +20,16 @@ import enum
 import time
 from contextlib import contextmanager
 import uuid as _uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
 from npu_ep.provider import bf16
-from npu_ep.provider.kernels import DTYPES, KernelEntry, manifest
+from npu_ep.provider.kernels import Artifact, manifest, parse
 
-_INSTS_MAGIC = 0x4E505545  # "NPUE": an emulated instruction sequence is [magic, M, K, N]
+_INSTS_MAGIC = 0x4E505545  # "NPUE": an emulated instruction sequence is [magic, rank, *padded shape]
 FAULTS = ("no_device", "busy", "bad_xclbin", "error", "timeout")
 
 
@@ -33,10 +39,12 @@ class Stats:
     bytes_to_device: int = 0
     bytes_from_device: int = 0
     compute_seconds: float = 0.0
+    refusals: list = field(default_factory=list)  # why runs ended in ERROR (not a fault injected)
 
     def reset(self) -> None:
         self.dispatches = self.bytes_to_device = self.bytes_from_device = 0
         self.compute_seconds = 0.0
+        self.refusals.clear()
 
 
 stats = Stats()
@@ -80,9 +88,23 @@ def _fault(kind: str) -> bool:
     return True
 
 
-def build_instructions(entry: KernelEntry, M: int, K: int, N: int) -> np.ndarray:
-    """The emulated counterpart of the insts.bin mlir-aie builds for one (M, K, N)."""
-    return np.array([_INSTS_MAGIC, M, K, N], dtype=np.uint32)
+def build_instructions(artifact: Artifact) -> np.ndarray:
+    """The emulated counterpart of the insts.bin mlir-aie builds for one artifact (its padded shape)."""
+    return np.array([_INSTS_MAGIC, len(artifact.shape), *artifact.shape], dtype=np.uint32)
+
+
+def _gemm(artifact: Artifact, buffers: dict[str, np.ndarray]) -> None:
+    a, b, c = buffers["a"], buffers["b"], buffers["c"]
+    if artifact.design.dtype_in == "bf16":
+        # bf16 widened exactly to fp32; numpy's sgemm accumulates in fp32 like the AIE cores.
+        c[...] = np.matmul(bf16.to_f32(a), bf16.to_f32(b))
+    else:
+        # int8 products summed in float64 are exact (|sum| < 2**53), matching int32 accumulation.
+        c[...] = np.matmul(a.astype(np.float64), b.astype(np.float64)).astype(c.dtype)
+
+
+# Each kernel kind's math on the artifact's buffers (viewed with their padded shapes and types).
+COMPUTE: dict[str, Callable[[Artifact, dict[str, np.ndarray]], None]] = {"gemm": _gemm, "batched_gemm": _gemm}
 
 
 class xclBOSyncDirection(enum.IntEnum):
@@ -113,10 +135,10 @@ class device:
     def __init__(self, index: int = 0) -> None:
         if index != 0 or _fault("no_device"):
             raise RuntimeError(f"No such device: {index} (emulated NPU has one device, index 0)")
-        self._registered: dict[str, KernelEntry] = {}
+        self._registered: dict[str, Artifact] = {}
 
     def register_xclbin(self, xclbin_: "xclbin") -> uuid:
-        self._registered[xclbin_.get_uuid().to_string()] = xclbin_._entry
+        self._registered[xclbin_.get_uuid().to_string()] = xclbin_._artifact
         return xclbin_.get_uuid()
 
     def load_xclbin(self, path) -> None:
@@ -134,17 +156,21 @@ class _xclbin_kernel:
 class xclbin:
     def __init__(self, path: str) -> None:
         name = Path(path).name
-        entry = next((e for e in manifest().values() if e.xclbin == name), None)
-        if entry is None or _fault("bad_xclbin"):
-            raise RuntimeError(f"{path}: not a valid xclbin (no such kernel in kernels/manifest.json)")
-        self._entry = entry
-        self._uuid = uuid(str(_uuid.uuid5(_uuid.NAMESPACE_URL, entry.name)))
+        try:
+            if not name.endswith(".xclbin"):
+                raise ValueError("not an .xclbin file")
+            self._artifact = parse(name[:-len(".xclbin")])
+        except ValueError as why:
+            raise RuntimeError(f"{path}: not a valid xclbin ({why})") from None
+        if _fault("bad_xclbin"):
+            raise RuntimeError(f"{path}: not a valid xclbin (damaged)")
+        self._uuid = uuid(str(_uuid.uuid5(_uuid.NAMESPACE_URL, self._artifact.identity)))
 
     def get_uuid(self) -> uuid:
         return self._uuid
 
     def get_kernels(self) -> list[_xclbin_kernel]:
-        return [_xclbin_kernel(self._entry.kernel_name)]
+        return [_xclbin_kernel(manifest().call.kernel_name)]
 
 
 class hw_context:
@@ -153,7 +179,7 @@ class hw_context:
             raise RuntimeError("hw_context: xclbin not registered on this device")
         if _fault("busy"):
             raise RuntimeError("hw_context: device busy (no free AIE partition)")
-        self._entry = device_._registered[uuid_.to_string()]
+        self._artifact = device_._registered[uuid_.to_string()]
 
 
 class bo:
@@ -197,9 +223,9 @@ class bo:
 
 class kernel:
     def __init__(self, context: hw_context, name: str) -> None:
-        if name != context._entry.kernel_name:
+        if name != manifest().call.kernel_name:
             raise RuntimeError(f"kernel {name!r} not found in the xclbin")
-        self._entry = context._entry
+        self._artifact = context._artifact
 
     def group_id(self, index: int) -> int:
         return index
@@ -239,30 +265,30 @@ class run:
         return self._state
 
     def _execute(self) -> ert_cmd_state:
-        entry = self._kernel._entry
-        opcode, insts, n_words, a, b, c = (self._args.get(i) for i in range(6))
-        if opcode != entry.opcode or not isinstance(insts, bo) or n_words != 4:
-            return ert_cmd_state.ERT_CMD_STATE_ERROR
-        magic, M, K, N = insts._data[:16].view(np.uint32).tolist()
-        if magic != _INSTS_MAGIC:
-            return ert_cmd_state.ERT_CMD_STATE_ERROR
-        dtype_in, dtype_out = DTYPES[entry.dtype_in], DTYPES[entry.dtype_out]
-        size_in = np.dtype(dtype_in).itemsize
-        if a._data.size < M * K * size_in or b._data.size < K * N * size_in or c._data.size < M * N * np.dtype(dtype_out).itemsize:
-            return ert_cmd_state.ERT_CMD_STATE_ERROR
-        if not _computing:
-            return ert_cmd_state.ERT_CMD_STATE_COMPLETED
-        A = a._data[:M * K * size_in].view(dtype_in).reshape(M, K)
-        B = b._data[:K * N * size_in].view(dtype_in).reshape(K, N)
-        C = c._data[:M * N * np.dtype(dtype_out).itemsize].view(dtype_out).reshape(M, N)
-        if entry.dtype_in == "bf16":
-            # bf16 widened exactly to fp32; numpy's sgemm accumulates in fp32 like the AIE cores.
-            product = np.matmul(bf16.to_f32(A), bf16.to_f32(B))
-            if entry.dtype_out == "bf16":
-                C[...] = bf16.from_f32(product)
-            else:
-                C[...] = product
-        else:
-            # int8 products summed in float64 are exact (|sum| < 2**53), matching int32 accumulation.
-            C[...] = np.matmul(A.astype(np.float64), B.astype(np.float64)).astype(dtype_out)
+        artifact = self._kernel._artifact
+        design, call = artifact.design, manifest().call
+        opcode, insts, n_words = (self._args.get(i) for i in range(3))
+        if opcode != call.opcode or not isinstance(insts, bo) or n_words != 2 + len(artifact.shape):
+            return self._refuse(f"{artifact.identity}: not called as kernel(opcode, insts, n_words, ...)")
+        header = insts._data[:4 * n_words].view(np.uint32).tolist()
+        if header[0] != _INSTS_MAGIC:
+            return self._refuse(f"{artifact.identity}: the instruction buffer holds no instruction sequence")
+        if tuple(header[2:]) != artifact.shape:
+            return self._refuse(f"{artifact.identity}: instructions built for shape {tuple(header[2:])}, "
+                                f"the xclbin for {artifact.shape}")
+        buffers = {}
+        for index, (arg, _) in enumerate(design.args, start=3):
+            buffer = self._args.get(index)
+            if not isinstance(buffer, bo) or buffer._data.size != artifact.nbytes(arg):
+                size = buffer._data.size if isinstance(buffer, bo) else None
+                return self._refuse(f"{artifact.identity}: buffer {arg} holds {size} bytes, the xclbin's shape "
+                                    f"needs exactly {artifact.nbytes(arg)}")
+            buffers[arg] = buffer._data.view(design.arg_dtype(arg)).reshape(design.arg_shape(arg, artifact.shape))
+        if _computing:
+            COMPUTE[design.kind](artifact, buffers)
         return ert_cmd_state.ERT_CMD_STATE_COMPLETED
+
+    @staticmethod
+    def _refuse(why: str) -> ert_cmd_state:
+        stats.refusals.append(why)
+        return ert_cmd_state.ERT_CMD_STATE_ERROR
