@@ -18,6 +18,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "partition": ("npu_ep.partition.command", "place a model's MatMuls on the NPU or CPU and rewrite it"),
     "quantize": ("npu_ep.quantize", "make INT8 variants of an exported model, with an accuracy report"),
     "bench": ("npu_ep.bench", "compare speed, accuracy and memory of the engines on the same files"),
+    "kernels": ("npu_ep.kernel_build", "build the NPU kernels the partitioned models use (needs mlir-aie)"),
     "info": ("npu_ep.info", "show versions, exported models and NPU devices"),
 }
 

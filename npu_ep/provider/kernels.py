@@ -53,10 +53,10 @@ class Design:
         if self.kind in ("gemm", "batched_gemm"):
             # A blocks of m rows go down each column's cores, B blocks of n columns across the columns.
             rule = {"M": t["m"] * rows, "K": t["k"], "N": t["n"] * cols}
-        elif self.kind == "softmax":
-            rule = {"R": t["r"] * rows * cols}  # C exact: the cores mask the last block
-        else:
-            rule = {"S": t["sq"] * rows * cols, "D": _VECTOR}  # T exact: the last key block is masked
+        elif self.kind == "softmax":  # L (the valid row length) exact: compiled in, the tail masked
+            rule = {"R": t["r"] * rows * cols, "C": _VECTOR}
+        else:  # L (the valid key count) exact: compiled in, the padded keys masked
+            rule = {"S": t["sq"] * rows * cols, "T": t["tk"], "D": _VECTOR}
         return {dim: rule.get(dim, 1) for dim in self.dims}
 
     def padded(self, *shape: int) -> tuple[int, ...]:
@@ -148,7 +148,11 @@ def _read(path: Path, stamp: int) -> Manifest:
 
 
 def manifest() -> Manifest:
+    """The kernels folder's manifest; a folder without one (a fresh $NPU_EP_KERNELS for builds) has
+    the shipped designs and no artifacts yet."""
     path = kernels_dir() / "manifest.json"
+    if not path.exists():
+        path = shipped("kernels") / "manifest.json"
     if not path.exists():
         raise NpuEpError(f"{path}: kernel manifest missing (set NPU_EP_KERNELS to the project's kernels/ folder)")
     return _read(path, path.stat().st_mtime_ns)  # re-read when `npu-ep kernels build` records artifacts
@@ -167,6 +171,14 @@ def kernel_for(profile: str, dtype_in: str, kind: str = "gemm") -> Design:
     if name not in manifest().designs:
         raise NpuEpError(f"kernels/manifest.json: no {dtype_in} {kind} kernel for {FAMILY[profile]} (add one)")
     return manifest().designs[name]
+
+
+def placed_artifact(design_name: str, candidate) -> Artifact:
+    """The artifact a placed node runs: a gemm's shape is the candidate's (M, K, N); other kinds
+    give theirs, in the design's dims order, as `candidate.extra["shape"]`."""
+    found = design(design_name)
+    shape = (candidate.M, candidate.K, candidate.N) if found.kind == "gemm" else candidate.extra["shape"]
+    return found.artifact(*shape)
 
 
 def parse(identity: str) -> Artifact:
@@ -189,9 +201,10 @@ def parse(identity: str) -> Artifact:
 
 def built(artifact: Artifact) -> tuple[Path, Path] | None:
     """(xclbin, insts) of a built artifact recorded in the manifest with both files present, else None."""
-    record = manifest().artifacts.get(artifact.identity)
-    if record is None:
-        return None
+    found = manifest()
+    record = found.artifacts.get(artifact.identity)
     folder = kernels_dir()
+    if record is None or found.path.parent != folder:
+        return None
     files = folder / record["xclbin"], folder / record["insts"]
     return files if all(path.exists() for path in files) else None

@@ -112,8 +112,9 @@ class Backend:
             cpu: Callable[[], np.ndarray]) -> np.ndarray:
         """One run of an activation-only `design` (batched_gemm, softmax, attention) on `shape`
         (its logical dims, e.g. (B, M, K, N)): `inputs` by argument name, float32 for bf16 designs,
-        each filling the corner of its zero-padded buffer. Returns a view of the output's logical
-        part, valid until this node's next call; `cpu` gives the result on any fault."""
+        each filling the corner of its zero-padded buffer. Returns the output's logical part (a view
+        valid until this node's next call; bf16 outputs widened to a float32 copy); `cpu` gives the
+        result on any fault."""
         return self._offload(key, cpu, lambda: self._run_activations(key, design, tuple(shape), inputs))
 
     def warm_up(self, identities: list[str], runs: int = WARM_RUNS) -> float:
@@ -294,4 +295,5 @@ class Backend:
         self._start(prepared.run)
         (output,) = design.outputs
         prepared.bos[output].sync(xrt.xclBOSyncDirection.XCL_BO_SYNC_BO_FROM_DEVICE)
-        return prepared.views[output][tuple(slice(0, size) for size in design.arg_shape(output, shape))]
+        out = prepared.views[output][tuple(slice(0, size) for size in design.arg_shape(output, shape))]
+        return bf16.to_f32(out) if design.dtype_out == "bf16" else out

@@ -1,0 +1,68 @@
+// One core's share of fused attention: for a block of SQ queries, the keys and values arrive in
+// blocks of TK; scores, the running row max and sum and the SQ x HEAD_DIM accumulator stay in this
+// core's memory (online softmax). Keys past VALID are masked. Ours; scalar float arithmetic (not
+// vectorised). Built per artifact with -DSQ -DTK -DHEAD_DIM -DVALID. Never compiled on the
+// machines this project was developed on.
+#include <math.h>
+#include <stdint.h>
+
+static inline float bf16_to_float(uint16_t bits) {
+  union { uint32_t u; float f; } v = {(uint32_t)bits << 16};
+  return v.f;
+}
+
+static inline float exp_nonpositive(float x) {  // as in softmax_rows.cc
+  float y = x * 1.4426950409f;
+  if (y < -126.0f) return 0.0f;
+  int whole = (int)y;
+  if ((float)whole > y) whole -= 1;
+  float f = y - (float)whole;
+  float p = 1.0f + f * (0.6931472f + f * (0.2402265f + f * (0.0555041f + f * (0.0096181f + f * 0.0013333f))));
+  union { uint32_t u; float f; } scale = {(uint32_t)(whole + 127) << 23};
+  return p * scale.f;
+}
+
+static float scores[SQ * TK];
+static float acc[SQ * HEAD_DIM];
+static float row_max[SQ];
+static float row_sum[SQ];
+static int block;  // key block index within the current query block
+
+extern "C" void attention_begin() {
+  for (int i = 0; i < SQ * HEAD_DIM; ++i) acc[i] = 0.0f;
+  for (int i = 0; i < SQ; ++i) { row_max[i] = -INFINITY; row_sum[i] = 0.0f; }
+  block = 0;
+}
+
+extern "C" void attention_step(const uint16_t *q, const uint16_t *k, const uint16_t *v) {
+  const float scale = 1.0f / sqrtf((float)HEAD_DIM);
+  int valid = VALID - block * TK;
+  if (valid > TK) valid = TK;
+  for (int i = 0; i < SQ; ++i) {
+    float top = row_max[i];
+    for (int j = 0; j < valid; ++j) {
+      float s = 0.0f;
+      for (int d = 0; d < HEAD_DIM; ++d) s += bf16_to_float(q[i * HEAD_DIM + d]) * bf16_to_float(k[j * HEAD_DIM + d]);
+      s *= scale;
+      scores[i * TK + j] = s;
+      top = s > top ? s : top;
+    }
+    float rescale = exp_nonpositive(row_max[i] - top);  // exp(-inf) = 0 on the first block
+    row_sum[i] *= rescale;
+    for (int d = 0; d < HEAD_DIM; ++d) acc[i * HEAD_DIM + d] *= rescale;
+    for (int j = 0; j < valid; ++j) {
+      float p = exp_nonpositive(scores[i * TK + j] - top);
+      row_sum[i] += p;
+      for (int d = 0; d < HEAD_DIM; ++d) acc[i * HEAD_DIM + d] += p * bf16_to_float(v[j * HEAD_DIM + d]);
+    }
+    row_max[i] = top;
+  }
+  ++block;
+}
+
+extern "C" void attention_end(float *o) {
+  for (int i = 0; i < SQ; ++i) {
+    float inverse = 1.0f / row_sum[i];
+    for (int d = 0; d < HEAD_DIM; ++d) o[i * HEAD_DIM + d] = acc[i * HEAD_DIM + d] * inverse;
+  }
+}

@@ -1,0 +1,123 @@
+"""Our kernel designs and `npu-ep kernels build`: what can be checked without mlir-aie or an NPU.
+
+The designs' memory budgets for every artifact the build would make, shape selection from the
+models' placement, the manifest update after a build (the compile step stubbed: it is the only part
+that needs mlir-aie's compilers), the real-device path through recorded artifacts, verification
+against numpy, and the one-line message when the toolchain is missing.
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from npu_ep import kernel_build
+from npu_ep.provider import emulator, kernels
+from npu_ep.provider.xrt_backend import Backend
+
+pytestmark = pytest.mark.usefixtures("reference_cpu", "clean_emulator")
+designs = kernel_build.designs()
+LimitError = designs.limits.DesignError
+
+TINY_EN_GEMMS = {"gemm-bf16-{d}-1536x384x384-t64x64x{n}-a4x{c}", "gemm-bf16-{d}-1536x384x1536-t64x64x{n}-a4x{c}",
+                 "gemm-bf16-{d}-1536x1536x384-t64x64x{n}-a4x{c}"}
+# Whisper's shapes beyond tiny.en's (base, small, medium, large-v3: widths 512-1280, FFN 4x, head
+# dim 64, 1500 encoder positions), for the kinds the placement may use: each must fit the array.
+WIDTHS = (384, 512, 768, 1024, 1280)
+
+
+@pytest.mark.parametrize("device, n, cols", [("npu1", 32, 4), ("npu2", 16, 8)])
+def test_selection_takes_exactly_the_shapes_the_placement_offloads(tiny_en_dir, device, n, cols):
+    artifacts = kernel_build.select([tiny_en_dir], device)
+    assert {a.identity for a in artifacts} == {name.format(d=device, n=n, c=cols) for name in TINY_EN_GEMMS}
+    for artifact in artifacts:  # every artifact the build would make fits the tiles' memory
+        budget = designs.plan(artifact)
+        assert budget.l1_bytes <= 64 * 1024 and budget.l2_bytes <= 512 * 1024
+
+
+@pytest.mark.parametrize("device", ["npu1", "npu2"])
+def test_every_design_fits_the_memory_of_whisper_sized_problems(device):
+    shapes = {"gemm": [(1500, w, f) for w in WIDTHS for f in (w, 4 * w)] + [(1500, 4 * w, w) for w in WIDTHS],
+              "batched_gemm": [(w // 64, 1500, 64, 1500) for w in WIDTHS] + [(w // 64, 1500, 1500, 64) for w in WIDTHS],
+              "softmax": [(w // 64 * 1500, 1500, 1500) for w in WIDTHS],
+              "attention": [(w // 64, 1500, 1500, 64, 1500) for w in WIDTHS]}
+    for design in kernels.manifest().designs.values():
+        if design.device != device:
+            continue
+        for shape in shapes[design.kind]:
+            budget = designs.plan(design.artifact(*shape))
+            print(budget.table())
+            assert budget.l1_bytes <= 64 * 1024 and budget.l2_bytes <= 512 * 1024
+
+
+def test_a_tile_too_large_for_a_core_is_refused_with_the_arithmetic():
+    wide = kernels.Design(**{**kernels.design("gemm-bf16-npu1").__dict__, "tile": (("m", 128), ("k", 64), ("n", 64))})
+    with pytest.raises(LimitError, match=r"115712 bytes per compute tile exceed its 65536 .*C tiles 2 x 128x64 x 4 B = 65536"):
+        designs.plan(wide.artifact(1500, 384, 384))
+    attention = kernels.design("attention-bf16-npu1")
+    with pytest.raises(LimitError, match="bytes per compute tile exceed"):
+        designs.plan(attention.artifact(6, 1500, 1500, 256, 1500))  # a head dim Whisper never has
+    long_blocks = kernels.Design(**{**attention.__dict__, "tile": (("sq", 32), ("tk", 64))})
+    with pytest.raises(LimitError, match="75008 bytes per compute tile"):  # why the manifest says tk = 32
+        designs.plan(long_blocks.artifact(6, 1500, 1500, 64, 1500))
+
+
+def test_the_designs_import_without_mlir_aie_and_need_it_only_for_the_program():
+    assert "aie" not in sys.modules
+    artifact = kernels.design("gemm-bf16-npu1").artifact(1500, 384, 384)
+    with pytest.raises(ModuleNotFoundError, match="aie"):
+        designs.program(artifact)
+
+
+def _stub_compile(artifact: kernels.Artifact, workdir):
+    """Stands in for mlir-aie's compilers only: files named as the build names them, the instruction
+    sequence being the emulated device's own for this artifact."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    xclbin, insts = workdir / artifact.xclbin, workdir / artifact.insts
+    xclbin.write_bytes(b"stub xclbin")
+    emulator.build_instructions(artifact).tofile(insts)
+    return xclbin, insts
+
+
+def test_build_records_each_artifact_and_a_real_device_path_runs_only_those(tiny_en_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("NPU_EP_KERNELS", str(tmp_path / "kernels"))  # a fresh folder: starts from the shipped manifest
+    artifacts = kernel_build.select([tiny_en_dir], "npu1")
+    lines = kernel_build.build(artifacts, tmp_path / "work", compile_step=_stub_compile, toolchain={"mlir-aie": "stub"})
+    assert len(lines) == 3 and all("built" in line and "not verified (pyxrt is not installed)" in line for line in lines)
+    raw = json.loads((tmp_path / "kernels" / "manifest.json").read_text())
+    assert set(raw["artifacts"]) == {a.identity for a in artifacts}
+    entry = raw["artifacts"]["gemm-bf16-npu1-1536x384x1536-t64x64x32-a4x4"]
+    assert entry["shape"] == {"M": 1536, "K": 384, "N": 1536} and entry["verified"] is None
+    assert entry["toolchain"] == {"mlir-aie": "stub"} and (tmp_path / "kernels" / entry["insts"]).exists()
+    assert all(kernels.built(a) for a in artifacts)
+
+    # Without the emulator's on-demand build, the backend is on the real-device path: recorded
+    # artifacts run from their files, any other shape falls back to the CPU.
+    monkeypatch.delattr(emulator, "build_instructions")
+    backend = Backend("emulator")
+    rng = np.random.default_rng(0)
+    a, w = rng.standard_normal((1500, 384), dtype=np.float32), rng.standard_normal((384, 1536), dtype=np.float32)
+    out = backend.gemm("fc1", "gemm-bf16-npu1", a, lambda: w, b"w", cpu=lambda: None)
+    assert emulator.stats.dispatches == 1 and np.abs(out - a @ w).max() <= 2 ** -6 * np.abs(a @ w).max()
+    missing = backend.gemm("other", "gemm-bf16-npu1", a[:, :256], lambda: w[:256], b"w2", cpu=lambda: "cpu")
+    assert missing == "cpu" and "gemm-bf16-npu1-1536x256x1536-t64x64x32-a4x4 not built" in backend.warnings[-1]
+
+
+@pytest.mark.parametrize("design, shape", [("gemm-bf16-npu1", (300, 256, 128)), ("gemm-i8-npu1", (256, 384, 128)),
+                                           ("batched_gemm-bf16-npu1", (2, 200, 64, 100))])
+def test_verification_against_numpy_runs_on_a_device(design, shape):
+    result = kernel_build.verify(kernels.design(design).artifact(*shape), "emulator")
+    assert result["max_abs_error"] <= result["tolerance"]
+
+
+def test_build_without_the_toolchain_says_what_is_missing_and_exits_2():
+    done = subprocess.run([sys.executable, "-m", "npu_ep", "kernels", "build", "--device", "npu2", "--model", "tiny.en"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr
+    assert "mlir-aie's toolchain is missing (the mlir-aie Python package (aie)" in lines[0]
+    assert "https://github.com/Xilinx/mlir-aie" in lines[0]
