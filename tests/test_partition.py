@@ -106,3 +106,22 @@ def test_cli_bad_input_is_one_line(tmp_path, capsys):
     assert main(["partition", "--model", str(tmp_path / "missing")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("npu-ep: error:")
+
+
+def test_report_names_the_figures_whose_2x_worse_value_would_move_a_node(tiny_en_dir, reference_calibration):
+    from dataclasses import replace
+
+    from npu_ep.partition import report
+
+    # A CPU fast enough that fc1 (1500x384x1536) wins on the NPU by a small factor only: the bf16 rate
+    # (compute ~3 ms of ~4 ms) decides it; the dispatch (0.12 ms) and the DMA (overlapped) do not.
+    fast = replace(reference_calibration, cpu_gflops=300.0)
+    chosen = planner.plan(tiny_en_dir / "encoder_model.onnx", "xdna1", calibration=fast)
+    fc1 = next(p for p in chosen.placements if p.candidate.name == "/layers.0/fc1/MatMul")
+    assert fc1.device == "npu" and report.flips(fc1, chosen, fast) == ["bf16_tflops"]
+    # With the reference laptop CPU the projections win by far: no single figure 2x worse moves one.
+    slow = planner.plan(tiny_en_dir / "encoder_model.onnx", "xdna1", calibration=reference_calibration)
+    assert all(report.flips(p, slow, reference_calibration) == [] for p in slow.offloaded)
+    text = report.markdown([chosen], fast)
+    assert "| 2x worse moves it |" in text and "adds 136 ms to the first run" in text
+    assert report.as_json([chosen], fast)["models"][0]["cold_first_run_ms"] == 136.0

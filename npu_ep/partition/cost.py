@@ -3,7 +3,7 @@
 CPU side: calibrated on this machine by a short micro-benchmark of ONNX Runtime's own MatMul and
 MatMulInteger (the kernels the CPU path runs), plus the host copy rate and the fixed cost of one
 Python custom-op call, cached per machine under `npu_ep.paths.cache_dir()`.
-NPU side: the device profile (dispatch, transfers, compute at a sustained share of peak) plus the
+NPU side: the device profile (dispatch, measured whole-array GEMM rates, DMA overlapping them) plus the
 host work this provider really does per call (bridge copies, packing), priced with the calibration.
 """
 from __future__ import annotations
@@ -160,11 +160,13 @@ def cpu_ms(M: int, K: int, N: int, int8: bool, cal: Calibration) -> float:
 
 def estimate(M: int, K: int, N: int, int8: bool, kernel: Design, device: DeviceProfile,
              cal: Calibration) -> Estimate:
-    """Predicted CPU time and NPU-provider time (dispatch + transfers + compute + host work)."""
+    """Predicted CPU time and NPU-provider time of a warm device: dispatch + device time (compute,
+    or the shim DMAs where they take longer: they overlap) + host work."""
     Mp, Kp, Np = kernel.padded(M, K, N)
     size_in, size_out = (1, 4) if int8 else (2, 4)
-    transfer = (M * Kp * size_in + M * Np * size_out) / (device.host_bandwidth_gbs * 1e9) * 1e3
     compute = device.compute_ms(2 * Mp * Kp * Np, int8)
+    dma = ((M * Kp + Kp * Np) * size_in + M * Np * size_out) / (device.dma_gbs * 1e9) * 1e3
+    transfer = max(0.0, dma - compute)  # what the DMAs add beyond the compute they overlap
     host = cal.op_fixed_ms + host_bytes(M, K, N, int8) / (cal.host_gbs * 1e9) * 1e3
-    npu = device.dispatch_ms + transfer + compute + host
+    npu = device.dispatch_ms + compute + transfer + host
     return Estimate(cpu_ms(M, K, N, int8, cal), npu, device.dispatch_ms, transfer, compute, host)

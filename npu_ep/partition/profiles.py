@@ -1,6 +1,8 @@
-"""NPU device profiles for the cost model. No NPU was available to measure these: each figure is
-a published peak or a stated assumption, with its source beside it, and every time the cost model
-derives from them is a projection."""
+"""NPU device profiles for the cost model, from published measurements (no NPU was available to
+measure them here). Each figure names its source; figures derived from others say how; the one
+figure no public source gave is marked as an assumption. Every time the cost model derives from
+them is a projection, and the placement report shows what each decision does if a figure is 2x worse.
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
@@ -12,33 +14,45 @@ from npu_ep.errors import NpuEpError
 class DeviceProfile:
     name: str
     label: str
-    peak_int8_tops: float       # int8 multiply-accumulate rate, 2 ops per MAC
-    peak_bf16_tflops: float
-    sustained_fraction: float   # share of peak a whole-array GEMM reaches on Whisper-sized problems
-    host_bandwidth_gbs: float   # host <-> device buffer transfer rate seen by one run
-    dispatch_ms: float          # one kernel run: submit, start, wait, completion (XRT + firmware)
+    peak_int8_tops: float        # rated int8 rate (2 ops per MAC): for reference, never used as a speed
+    bf16_tflops: float           # measured whole-array GEMM rate, bf16 x bf16 -> f32
+    int8_tops: float             # whole-array GEMM rate, int8 x int8 -> int32
+    dma_gbs: float               # DRAM <-> array rate of one run's shim DMAs (overlaps the compute)
+    dispatch_ms: float           # one warm kernel run: submit, start, wait, completion (XRT + firmware)
+    cold_run_ms: float           # the first run after the device sat idle (clock at its lowest level)
+    clock_ramp_s: float          # time for the clock to reach full speed after the driver raises it
 
     def compute_ms(self, flops: float, int8: bool) -> float:
-        rate = (self.peak_int8_tops if int8 else self.peak_bf16_tflops) * 1e12 * self.sustained_fraction
-        return flops / rate * 1e3
+        return flops / ((self.int8_tops if int8 else self.bf16_tflops) * 1e12) * 1e3
 
+
+# The figures the placement report varies (each made 2x worse) and which way is worse.
+FIGURES = {"bf16_tflops": 0.5, "int8_tops": 0.5, "dma_gbs": 0.5, "dispatch_ms": 2.0}
 
 XDNA1 = DeviceProfile(
     name="xdna1",
     label="XDNA1 (Phoenix / Hawk Point, npu1)",
-    # AMD: Ryzen 7040 "Phoenix" NPU up to 10 TOPS (Hawk Point 8040 up to 16 TOPS): we take the lower.
+    # AMD: Ryzen 7040 "Phoenix" NPU up to 10 TOPS (Hawk Point 8040 up to 16 TOPS): the lower.
     peak_int8_tops=10.0,
-    # AIE-ML cores do half as many bf16 MACs per cycle as int8 ones (AMD AM020 AIE-ML architecture
-    # manual: 256 int8 vs 128 bf16 MACs/cycle/tile), so half the int8 peak.
-    peak_bf16_tflops=5.0,
-    # Assumption: mlir-aie's whole-array GEMM examples report a fraction of peak well below one;
-    # 0.3 leaves room for the DMA/tiling stalls of K = 384..2048 problems.
-    sustained_fraction=0.3,
-    # Assumption: host_only buffers live in shared LPDDR5 (~100 GB/s peak); the 4 shim-tile DMA
-    # columns sustain far less; 10 GB/s is a conservative round figure.
-    host_bandwidth_gbs=10.0,
-    # Assumption: XRT run submit + wait on amdxdna is on the order of 0.1-0.3 ms; we take 0.25 ms.
-    dispatch_ms=0.25,
+    # nod-ai/iree-amd-aie PR #282: 1024x1024x1024 bf16 (f32 result) on the full 4x4 array of a
+    # Phoenix NPU, timed through bare XRT: "about 0.6 tops". Xilinx/mlir-aie #2735 reports mlir-aie's
+    # own whole-array example at most ~50 % of the array's bf16 peak (64x64x64 tiles), the same order.
+    bf16_tflops=0.6,
+    # Derived: no public whole-array int8 GEMM measurement on XDNA1 was found. AIE-ML cores do twice
+    # as many int8 MACs per cycle as bf16 ones (AMD AM020: 256 vs 128), so twice the bf16 rate.
+    int8_tops=1.2,
+    # Assumption (no public figure found): the whole-array runs behind the measured rates above move
+    # their operands through the shim DMAs while computing; 10 GB/s is a low share of LPDDR5's peak.
+    dma_gbs=10.0,
+    # `xrt-smi validate` latency test on a Phoenix NPU, default power mode: 121.3 us (quoted in
+    # public xrt-smi logs; also /work/shared/reference/npu-figures.md).
+    dispatch_ms=0.1213,
+    # Xilinx/mlir-aie #2944: runs after a 10 s idle gap took 121-136 ms instead of 107-148 us; the
+    # driver boots at its lowest DPM level (amd/xdna-driver #1416). We price the slower, 136 ms.
+    cold_run_ms=136.0,
+    # amd/xdna-driver #1425: the NPU clock reaches ~98 % of max ~3.5 s after a DPM change (Strix;
+    # the same driver path on Phoenix).
+    clock_ramp_s=3.5,
 )
 
 XDNA2 = DeviceProfile(
@@ -46,14 +60,19 @@ XDNA2 = DeviceProfile(
     label="XDNA2 (Strix / Krackan, npu2)",
     # AMD: Ryzen AI 300 "Strix Point" NPU up to 50 TOPS.
     peak_int8_tops=50.0,
-    # Same half-rate assumption for bf16 as on XDNA1.
-    peak_bf16_tflops=25.0,
-    # Same assumption as XDNA1.
-    sustained_fraction=0.3,
-    # Assumption: 8 shim columns instead of 4, so twice XDNA1's transfer rate.
-    host_bandwidth_gbs=20.0,
-    # Assumption: same XRT/driver path as XDNA1.
-    dispatch_ms=0.25,
+    # amd/IRON #55: 2048x2048x2048 bf16 GEMM, 64x64x64 tiles, 8 columns, on a Ryzen AI Max+ 395
+    # (Strix Halo, the same XDNA2 array): 24,679 us = 696 GFLOP/s.
+    bf16_tflops=0.696,
+    # Derived as for XDNA1: twice the bf16 rate (AM020's 2:1 int8:bf16 MAC ratio holds for AIE-ML).
+    int8_tops=1.392,
+    # Assumption as for XDNA1, doubled for 8 shim columns instead of 4.
+    dma_gbs=20.0,
+    # `xrt-smi validate` latency on Strix: 84.2 us (vendor figure, npu-figures.md; not found at a
+    # public source here). amd/IRON #55's Strix Halo measured 52 us: we take the slower.
+    dispatch_ms=0.0842,
+    # Same driver and firmware behaviour as XDNA1 (mlir-aie #2944, xdna-driver #1425).
+    cold_run_ms=136.0,
+    clock_ramp_s=3.5,
 )
 
 # The emulated device stands in for an XDNA1: it runs the npu1 kernels, and placement for it is
@@ -69,3 +88,8 @@ def profile(name: str) -> DeviceProfile:
         return PROFILES[name]
     except KeyError:
         raise NpuEpError(f"--device {name}: unknown NPU profile (use one of: {', '.join(PROFILES)})") from None
+
+
+def worse(device: DeviceProfile, figure: str) -> DeviceProfile:
+    """`device` with one figure of FIGURES made 2x worse."""
+    return replace(device, **{figure: getattr(device, figure) * FIGURES[figure]})

@@ -6,18 +6,36 @@ import json
 import re
 from pathlib import Path
 
-from npu_ep.partition.planner import Plan
+from npu_ep.partition import cost, profiles
+from npu_ep.partition.planner import MARGIN, Plan
 
 LABEL = "projected by the cost model"
 
 
-def _row(placement) -> dict:
+def flips(placement, plan: Plan, calibration) -> list[str]:
+    """The device figures that, made 2x worse one at a time, would change this node's place."""
+    c = placement.candidate
+    if placement.estimate is None or placement.kernel is None or c.unsupported:
+        return []
+    from npu_ep.provider import kernels
+
+    design = kernels.design(placement.kernel)
+    changed = []
+    for figure in profiles.FIGURES:
+        worse = cost.estimate(c.M, c.K, c.N, c.int8, design, profiles.worse(plan.profile, figure), calibration)
+        if (worse.npu_ms < MARGIN * worse.cpu_ms) != (placement.device == "npu"):
+            changed.append(figure)
+    return changed
+
+
+def _row(placement, plan: Plan, calibration) -> dict:
     c, e = placement.candidate, placement.estimate
     size_in, size_out = (1, 4) if c.int8 else (4, 4)
     row = {"name": c.name, "kind": c.kind, "M": c.M, "K": c.K, "N": c.N, "flops": 2 * c.M * c.K * c.N,
            "bytes_in": c.M * c.K * size_in + (c.K * c.N * size_in if c.weight else 0),
            "bytes_out": c.M * c.N * size_out, "decision": placement.device, "reason": placement.reason,
-           "kernel": placement.kernel if placement.device == "npu" else None}
+           "kernel": placement.kernel if placement.device == "npu" else None,
+           "flips_if_2x_worse": flips(placement, plan, calibration)}
     if e is not None:
         row.update(cpu_ms=round(e.cpu_ms, 4), npu_ms=round(e.npu_ms, 4), npu_dispatch_ms=round(e.dispatch_ms, 4),
                    npu_transfer_ms=round(e.transfer_ms, 4), npu_compute_ms=round(e.compute_ms, 4),
@@ -33,7 +51,8 @@ def as_json(plans: list[Plan], calibration) -> dict:
             "model": plan.model_name, "device": plan.profile.name, "device_label": plan.profile.label,
             "offloaded": len(plan.offloaded), "candidates": len(plan.placements),
             "predicted_cpu_ms": round(plan.cpu_ms, 3), "predicted_hybrid_ms": round(plan.hybrid_ms, 3),
-            "nodes": [_row(p) for p in plan.placements],
+            "cold_first_run_ms": plan.profile.cold_run_ms if plan.offloaded else 0.0,
+            "nodes": [_row(p, plan, calibration) for p in plan.placements],
         } for plan in plans],
     }
 
@@ -43,23 +62,33 @@ def markdown(plans: list[Plan], calibration) -> str:
              f"NPU times are **{LABEL}** (device profile, not measured on an NPU); CPU times are predicted "
              f"from this machine's calibration ({calibration.cpu_gflops:.0f} GFLOP/s float32 MatMul, "
              f"{calibration.cpu_int8_gops:.0f} GOP/s int8). NPU time = dispatch + transfers + compute + host work "
-             "of the provider. Times cover the GEMM nodes listed; other ops are unchanged.", ""]
+             "of the provider, on a warm device (the provider warms it up when a session opens). The last column "
+             "names each device figure that, made 2x worse alone, would move the node.", ""]
     for plan in plans:
         lines += [f"## {plan.model_name} on {plan.profile.label}", "",
                   f"{len(plan.offloaded)} of {len(plan.placements)} GEMM nodes offloaded; predicted GEMM time "
-                  f"{plan.cpu_ms:.2f} ms CPU only -> {plan.hybrid_ms:.2f} ms partitioned.", "",
-                  "| node | M x K x N | MFLOP | KB in / out | CPU ms | NPU ms (disp + xfer + comp + host) | place | reason |",
-                  "|---|---|---:|---:|---:|---|---|---|"]
+                  f"{plan.cpu_ms:.2f} ms CPU only -> {plan.hybrid_ms:.2f} ms partitioned."]
+        if plan.offloaded:
+            lines.append(f"A cold device (idle for seconds, clock at its lowest level) adds {plan.profile.cold_run_ms:.0f} ms "
+                         f"to the first run, and reaches full speed in {plan.profile.clock_ramp_s:.1f} s.")
+        lines += ["", "| node | M x K x N | MFLOP | KB in / out | CPU ms | NPU ms (disp + xfer + comp + host) | place | reason "
+                  "| 2x worse moves it |", "|---|---|---:|---:|---:|---|---|---|---|"]
         for p in plan.placements:
-            r = _row(p)
+            r = _row(p, plan, calibration)
             npu = (f"{r['npu_ms']:.3f} ({r['npu_dispatch_ms']:.2f} + {r['npu_transfer_ms']:.2f} + "
                    f"{r['npu_compute_ms']:.2f} + {r['npu_host_ms']:.2f})") if "npu_ms" in r else "-"
             cpu = f"{r['cpu_ms']:.3f}" if "cpu_ms" in r else "-"
             lines.append(f"| {r['name']} | {r['M']} x {r['K']} x {r['N']} | {r['flops'] / 1e6:.1f} | "
                          f"{r['bytes_in'] / 1024:.0f} / {r['bytes_out'] / 1024:.0f} | {cpu} | {npu} | "
-                         f"{r['decision'].upper()} | {r['reason']} |")
+                         f"{r['decision'].upper()} | {r['reason']} | {_moves(r)} |")
         lines.append("")
     return "\n".join(lines)
+
+
+def _moves(row: dict) -> str:
+    if row["flips_if_2x_worse"]:
+        return ", ".join(row["flips_if_2x_worse"])
+    return "none" if "npu_ms" in row else "-"
 
 
 def _layer(name: str) -> str:
