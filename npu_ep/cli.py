@@ -14,6 +14,7 @@ from npu_ep.errors import NpuEpError
 
 COMMANDS: dict[str, tuple[str, str]] = {
     "transcribe": ("npu_ep.whisper.command", "transcribe audio files to text or subtitles"),
+    "batch": ("npu_ep.batch.command", "transcribe a whole archive on local Ray workers or a Ray cluster, resumably"),
     "export": ("npu_ep.export.command", "export a Whisper checkpoint to ONNX models"),
     "partition": ("npu_ep.partition.command", "place a model's MatMuls on the NPU or CPU and rewrite it"),
     "quantize": ("npu_ep.quantize", "make INT8 variants of an exported model, with an accuracy report"),

@@ -1,6 +1,7 @@
 """Where the project keeps exported models and per-machine caches."""
 from __future__ import annotations
 
+import hashlib
 import os
 import site
 import sysconfig
@@ -37,3 +38,12 @@ def cache_dir() -> Path:
     env = os.environ.get("NPU_EP_CACHE")
     base = Path(env).expanduser() if env else Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "npu_ep"
     return base
+
+
+def sha256_file(path: Path) -> str:
+    """The file's SHA-256 as hex, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as file:
+        for block in iter(lambda: file.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

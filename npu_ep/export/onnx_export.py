@@ -4,7 +4,6 @@ A finished folder is swapped in whole by rename, so a reader never sees a half-w
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import platform
@@ -17,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from npu_ep.errors import NpuEpError
-from npu_ep.paths import models_dir
+from npu_ep.paths import models_dir, sha256_file
 from npu_ep.whisper.model import DECODER_FILE, DECODER_WITH_PAST_FILE, ENCODER_FILE
 
 if TYPE_CHECKING:  # numpy loads inside functions, with the rest of the export stack
@@ -192,16 +191,8 @@ def file_records(folder: Path, names: list[str] | None = None) -> dict[str, dict
     `folder` but the manifest. Shared by export and quantize, which write the same manifest format."""
     if names is None:
         names = sorted(p.name for p in folder.iterdir() if p.is_file() and p.name != MANIFEST)
-    return {"files": {name: _sha256(folder / name) for name in names},
+    return {"files": {name: sha256_file(folder / name) for name in names},
             "file_sizes": {name: (folder / name).stat().st_size for name in names}}
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as file:
-        for block in iter(lambda: file.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _tool_versions() -> dict[str, str]:

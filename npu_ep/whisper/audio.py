@@ -13,6 +13,8 @@ import numpy as np
 from npu_ep.errors import NpuEpError
 
 SAMPLE_RATE = 16000
+# What a folder given to `npu-ep batch` is searched for (any file soundfile reads still works when named).
+AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3")
 # One STFT window (25 ms): anything shorter has no spectrum to recognise.
 MIN_SAMPLES = 400
 _BLOCK_SECONDS = 30
