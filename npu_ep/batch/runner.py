@@ -87,7 +87,8 @@ def _start_ray(ray, address: str | None, cpus: int | None) -> bool:
 
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # a local runtime has no business phoning home
     resources = {"npu": 1} if npu_present()[0] else {}
-    ray.init(num_cpus=cpus, resources=resources, include_dashboard=False, **quiet)
+    # "local": a runtime of our own even when RAY_ADDRESS names a cluster (that is what --ray auto is for).
+    ray.init(address="local", num_cpus=cpus, resources=resources, include_dashboard=False, **quiet)
     return True
 
 
