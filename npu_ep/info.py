@@ -1,4 +1,4 @@
-"""`npu-ep info`: versions, exported models, and which NPU devices (real or emulated) are usable."""
+"""`npu-ep info`: versions, the CPU, exported models, and which NPU devices (real or emulated) are usable."""
 from __future__ import annotations
 
 import argparse
@@ -18,6 +18,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"  python                  {platform.python_version()}")
     for package in ("npu-ep", "onnxruntime", "onnxruntime-extensions", "onnx", "numpy"):
         print(f"  {package:<23} {_version(package)}")
+    print(f"CPU: {cpu_status()}")
     folder = args.models_dir or models_dir()
     print(f"exported models in {folder}:")
     found = exported_models(folder)
@@ -60,6 +61,15 @@ def exported_models(folder: Path) -> list[tuple[str, str]]:
             parts.append(f"quantized: {quantization['mode']}")
         models.append((path.name, ", ".join(parts)))
     return models
+
+
+def cpu_status() -> str:
+    """Model name, the ISA features that pick ONNX Runtime's int8 kernels, and what they mean for int8."""
+    from npu_ep.machine import cpu
+
+    here = cpu()
+    int8 = ("exact" if here.exact_int8 else "saturating for full-range weights (no VNNI or AMX)")
+    return f"{here.describe()}; ONNX Runtime's u8 x s8 int8 GEMM here: {int8}"
 
 
 def npu_status() -> str:

@@ -48,6 +48,10 @@ def test_bench_measures_ours_and_skips_a_missing_engine(tmp_path, tiny_en_dir, j
 
     assert (out / "bench.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert report["files"][0]["audio_seconds"] == pytest.approx(11.0, abs=0.1)
+    from npu_ep.machine import cpu
+
+    assert report["machine"]["cpu"] == cpu().as_dict()
+    assert f"CPU: {cpu().model} ({', '.join(cpu().feature_names())})." in table
 
 
 def test_unavailable_engine_is_skipped_with_a_note(tmp_path, random_model_dir, jfk_path, capsys):

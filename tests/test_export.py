@@ -386,3 +386,6 @@ def test_info_lists_versions_models_and_devices(random_model_dir):
     assert f"onnxruntime             {ort.__version__}" in result.stdout
     assert "random-whisper" in result.stdout and "d_model 64" in result.stdout
     assert "NPU (pyxrt): " in result.stdout and "emulated device: " in result.stdout
+    from npu_ep.machine import cpu
+
+    assert f"CPU: {cpu().describe()}; " in result.stdout

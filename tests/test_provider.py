@@ -194,12 +194,38 @@ def _run(model: onnx.ModelProto, device: str | None) -> np.ndarray:
 
 
 def test_matmul_integer_runs_exactly_on_the_int8_kernel(tmp_path):
-    quantized, partitioned = _quantized(tmp_path, static=False)
+    _, partitioned = _quantized(tmp_path, static=False)
     ops = [n.op_type for n in partitioned.graph.node]
     assert ops.count("NpuMatMulInteger") == 3 and "MatMulInteger" not in ops  # the Gemm became one too
-    out = _run(partitioned, "emulator")
+    kernels = [n for n in partitioned.graph.node if n.op_type == "NpuMatMulInteger"]
+    consts = {i.name: numpy_helper.to_array(i) for i in partitioned.graph.initializer}
+    consumer = {name: n for n in partitioned.graph.node for name in n.input}
+    cast = consumer[kernels[-1].output[0]]
+    last_scale = consumer[cast.output[0]].input[1]  # Cast -> Mul(scale) -> Add(bias) -> y
+    assert (cast.op_type, consumer[cast.output[0]].op_type) == ("Cast", "Mul")
+    # Every kernel's activation, its zero point and its int32 result, plus the last one's dequantization scale.
+    probes = [name for n in kernels for name in (n.input[0], n.input[2], n.output[0])] + [last_scale]
+    partitioned.graph.output.extend(helper.make_empty_tensor_value_info(name) for name in probes)
+    session = ort.InferenceSession(partitioned.SerializeToString(), npu_ep.session_options("emulator"),
+                                   providers=["CPUExecutionProvider"])
+    y, *seen = session.run(None, {"x": features()})
+    seen = dict(zip(probes, seen))
     assert emulator.stats.dispatches == 3
-    assert np.array_equal(out, _run(quantized, None))  # int8 x int8 -> int32 is exact
+    for node in kernels:
+        a, a_zero, acc = (seen[name] for name in (node.input[0], node.input[2], node.output[0]))
+        w, w_zero = consts[node.input[1]], consts[node.input[3]]
+        # Integer arithmetic, so the reference is the exact product, tolerance 0: each int32 sums K = 384
+        # products |(a - a_zero) * w| <= 255 * 127, far below 2**31, exact in any order. (ORT's CPU kernel is
+        # not a reference: without VNNI or AMX it adds pairs of u8 x s8 products in int16 with saturation.)
+        exact = (a.astype(np.int64) - a_zero) @ (w.astype(np.int64) - w_zero)
+        assert acc.dtype == np.int32 and np.array_equal(acc, exact), node.name
+    # The float graph around the kernel: y = float(acc) * scale + bias. The cast is exact (|acc| < 2**24);
+    # the multiply and the add each round once, by at most u = 2**-24 of their result, so
+    # |y - reference| <= u * |acc * scale| + u * |y| elementwise (with float32's own rounding of the reference).
+    acc = seen[kernels[-1].output[0]].astype(np.float64).reshape(y.shape)
+    reference = acc * np.float64(seen[last_scale]) + consts["bias"]
+    u = 2.0 ** -24
+    assert np.all(np.abs(y - reference) <= 2 * u * (np.abs(acc * seen[last_scale]) + np.abs(reference)))
 
 
 def test_qdq_matmul_runs_on_the_int8_kernel(tmp_path):

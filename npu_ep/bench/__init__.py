@@ -90,6 +90,7 @@ def run(args: argparse.Namespace) -> int:
     from npu_ep.bench.engines import ENGINES
     from npu_ep.bench import report as reports
     from npu_ep.bench.runner import measure, summarize
+    from npu_ep.machine import cpu
 
     engines = _csv(args.engines, "--engines")
     unknown = [engine for engine in engines if engine not in ENGINES]
@@ -120,7 +121,7 @@ def run(args: argparse.Namespace) -> int:
             "beam_sizes": beam_sizes, "threads": args.threads, "repeat": args.repeat,
             "suite": args.suite, "references": bool(references),
         },
-        "machine": {**machine, "platform": platform.platform(), "python": platform.python_version()},
+        "machine": {**machine, "cpu": cpu().as_dict(), "platform": platform.platform(), "python": platform.python_version()},
         "files": [{"file": path.name, "path": str(path), "audio_seconds": durations[path.name],
                    "reference": references.get(path.name)} for path in files],
         "target_ratios": reports.add_ratios(results),

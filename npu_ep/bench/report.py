@@ -88,6 +88,8 @@ def markdown(report: dict[str, Any]) -> str:
         + (f"; other processes used {100 * share:.0f}% of the {machine['cpus']} CPUs during the run" if share is not None else "")
         + ".",
     ]
+    if machine.get("cpu"):
+        lines.append(f"CPU: {machine['cpu']['model']} ({', '.join(machine['cpu']['features']) or 'no AVX2'}).")
     if share is not None and share > 0.1:
         lines.append("**The machine was busy during this run: the figures are noisier and slower than on an idle machine.**")
     if report.get("npu_markdown"):
