@@ -91,5 +91,5 @@ def emulator_status() -> str:
         kernels = manifest()
     except Exception as error:  # a missing kernel manifest or an injected fault: say why, don't fail info
         return f"does not open ({error})"
-    names = ", ".join(sorted(kernels))
+    names = ", ".join(sorted(kernels.designs))
     return f"device 0 opens (npu_ep.provider.emulator), kernels: {names or 'none'}"
