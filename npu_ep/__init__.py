@@ -10,13 +10,28 @@ from npu_ep.whisper.pipeline import Pipeline, transcribe
 
 
 def session_options(device: str = "auto", threads: int | None = None):
-    """onnxruntime.SessionOptions with the NPU provider's custom ops registered (see npu_ep.provider)."""
-    from npu_ep.provider import session_options as _session_options
+    """onnxruntime.SessionOptions with the NPU provider's custom ops registered (see npu_ep.session)."""
+    from npu_ep.session import session_options as _session_options
 
     return _session_options(device, threads)
 
 
-from npu_ep import partition  # noqa: E402  (callable: npu_ep.partition(model, device="xdna1"))
+from npu_ep import partition  # noqa: E402
+
+
+class _CallablePackage(type(partition)):
+    """`npu_ep.partition(model, device)` is a function of the public API and also the package's name:
+    a subpackage import would shadow a plain function, so the package itself is made callable."""
+
+    def __call__(self, model_path_or_proto, device: str = "xdna1"):
+        """The onnx.ModelProto with its NPU-worthy GEMMs rewritten into the provider's custom ops."""
+        from npu_ep import calibrate
+        from npu_ep.partition.planner import partition as _partition
+
+        return _partition(model_path_or_proto, device, calibrate.calibration())
+
+
+partition.__class__ = _CallablePackage
 
 __all__ = [
     "Pipeline",

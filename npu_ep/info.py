@@ -40,7 +40,8 @@ def _version(package: str) -> str:
 
 def exported_models(folder: Path) -> list[tuple[str, str]]:
     """(folder name, one-line summary) of each exported model folder directly under `folder`."""
-    from npu_ep.export.onnx_export import ONNX_FILES, read_manifest
+    from npu_ep.model_folder import read_manifest
+    from npu_ep.whisper.spec import ONNX_FILES
 
     models = []
     for path in sorted(folder.iterdir()) if folder.is_dir() else []:
@@ -83,7 +84,7 @@ def npu_status() -> str:
 def emulator_status() -> str:
     try:
         from npu_ep.provider import emulator
-        from npu_ep.provider.kernels import manifest
+        from npu_ep.kernels import manifest
     except ImportError as error:
         return f"not available ({error})"
     try:

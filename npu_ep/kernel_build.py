@@ -24,7 +24,7 @@ import numpy as np
 
 from npu_ep.errors import NpuEpError
 from npu_ep.paths import shipped
-from npu_ep.provider import kernels
+from npu_ep import kernels
 
 log = logging.getLogger(__name__)
 PROFILE = {"npu1": "xdna1", "npu2": "xdna2"}
@@ -48,14 +48,15 @@ def designs():
 # -- which artifacts --------------------------------------------------------------------------------
 def select(model_dirs: list[Path], device: str) -> list[kernels.Artifact]:
     """The artifacts the offloaded nodes of these models run on `device`, each once, in plan order."""
-    from npu_ep.export.onnx_export import ONNX_FILES
+    from npu_ep import calibrate
     from npu_ep.partition.planner import plan
+    from npu_ep.whisper.spec import ONNX_FILES
 
     chosen: dict[str, kernels.Artifact] = {}
     for folder in model_dirs:
         for name in ONNX_FILES:
             if (folder / name).exists():
-                for placement in plan(folder / name, PROFILE[device]).offloaded:
+                for placement in plan(folder / name, PROFILE[device], calibrate.calibration()).offloaded:
                     artifact = kernels.placed_artifact(placement.kernel, placement.candidate)
                     chosen.setdefault(artifact.identity, artifact)
     return list(chosen.values())

@@ -85,9 +85,9 @@ def reference_calibration():
 @pytest.fixture
 def reference_cpu(monkeypatch: pytest.MonkeyPatch, reference_calibration) -> None:
     """`reference_calibration` in place of the measured one, for everything that asks the cost model."""
-    from npu_ep.partition import cost
+    from npu_ep import calibrate
 
-    monkeypatch.setattr(cost, "calibration", lambda refresh=False: reference_calibration)
+    monkeypatch.setattr(calibrate, "calibration", lambda refresh=False: reference_calibration)
 
 
 @pytest.fixture

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from npu_ep.provider import emulator as xrt
-from npu_ep.provider import kernels
+from npu_ep import kernels
 from npu_ep.provider.bf16 import from_f32
 
 

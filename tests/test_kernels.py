@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 
 from npu_ep import kernel_build
-from npu_ep.provider import emulator, kernels
+from npu_ep import kernels
+from npu_ep.provider import emulator
 from npu_ep.provider.xrt_backend import Backend
 
 pytestmark = pytest.mark.usefixtures("reference_cpu", "clean_emulator")

@@ -6,6 +6,7 @@ import json
 import onnx
 import pytest
 
+from npu_ep import calibrate
 from npu_ep.cli import main
 from npu_ep.partition import cost, planner
 from npu_ep.partition.profiles import PROFILES
@@ -16,19 +17,19 @@ FILES = ("encoder_model.onnx", "decoder_model.onnx", "decoder_with_past_model.on
 
 @pytest.fixture(scope="module")
 def calibration() -> cost.Calibration:
-    return cost.calibration()
+    return calibrate.calibration()
 
 
 @pytest.fixture(scope="module")
 def tiny_plans(tiny_en_dir, reference_calibration) -> dict:
-    return {(name, device): planner.plan(tiny_en_dir / name, device, calibration=reference_calibration)
+    return {(name, device): planner.plan(tiny_en_dir / name, device, reference_calibration)
             for name in FILES for device in ("xdna1", "xdna2")}
 
 
 def test_calibration_is_cached_per_machine(calibration):
-    path = cost.cache_dir() / "cpu_calibration.json"
+    path = calibrate.cache_dir() / "cpu_calibration.json"
     assert json.loads(path.read_text())["machine"] == cost.machine_id()
-    assert cost.calibration() == calibration  # read back, not measured again
+    assert calibrate.calibration() == calibration  # read back, not measured again
     assert calibration.cpu_gflops > 0 and calibration.cpu_mem_gbs > 0 and calibration.host_gbs > 0
 
 
@@ -57,7 +58,7 @@ def test_encoder_projections_go_to_the_npu_and_one_token_steps_stay(tiny_plans, 
 
 def test_partitioned_time_never_exceeds_cpu_only(random_model_dir, tiny_plans, calibration):
     plans = list(tiny_plans.values())
-    plans += [planner.plan(random_model_dir / name, device, calibration=calibration)
+    plans += [planner.plan(random_model_dir / name, device, calibration)
               for name in FILES for device in PROFILES]
     for plan in plans:
         assert plan.hybrid_ms <= plan.cpu_ms, plan.model_name
@@ -66,9 +67,9 @@ def test_partitioned_time_never_exceeds_cpu_only(random_model_dir, tiny_plans, c
     assert any(plan.hybrid_ms < plan.cpu_ms for plan in plans)
 
 
-def test_rewrite_keeps_weights_as_initializers(tiny_en_dir, reference_cpu):
+def test_rewrite_keeps_weights_as_initializers(tiny_en_dir, reference_calibration):
     original = onnx.load(str(tiny_en_dir / "encoder_model.onnx"))
-    partitioned = planner.partition(original, device="xdna1")
+    partitioned = planner.partition(original, "xdna1", reference_calibration)
     custom = [n for n in partitioned.graph.node if n.domain == DOMAIN]
     assert len(custom) == 24 and {n.op_type for n in custom} == {"NpuMatMul"}
     initializers = {i.name for i in partitioned.graph.initializer}
@@ -81,7 +82,7 @@ def test_rewrite_keeps_weights_as_initializers(tiny_en_dir, reference_cpu):
     keys = [a.s for n in custom for a in n.attribute if a.name == "node_key"]
     assert len(set(keys)) == len(keys)
     # Stable: the same model gives the same keys.
-    again = planner.partition(original, device="xdna1")
+    again = planner.partition(original, "xdna1", reference_calibration)
     assert keys == [a.s for n in again.graph.node if n.domain == DOMAIN for a in n.attribute if a.name == "node_key"]
 
 

@@ -12,9 +12,10 @@ from onnx import TensorProto, helper, numpy_helper
 
 import npu_ep
 from npu_ep.partition.planner import offloaded_count
-from npu_ep.provider import create_session, emulator, xrt_backend
+from npu_ep.provider import emulator, xrt_backend
 from npu_ep.provider import device as device_choice
 from npu_ep.provider.xrt_backend import Backend, NpuFallbackWarning, fingerprint
+from npu_ep.session import create_session
 
 M, D = 1500, 384
 # bf16 keeps 8 significant bits: unit roundoff u = 2**-8. A GEMM of bf16-rounded operands with fp32
@@ -329,7 +330,7 @@ def test_bf16_packing_rounds_to_nearest_even_into_a_padded_buffer():
 
 
 def test_bench_section_labels_every_npu_figure(random_model_dir):
-    from npu_ep.provider.benchmark import npu_report
+    from npu_ep.bench.npu import npu_report
 
     text, data = npu_report([random_model_dir])
     assert data["dispatches_1500x512x512"] == 1
@@ -370,7 +371,7 @@ def test_a_device_without_the_built_artifact_sends_that_node_to_the_cpu(monkeypa
 
 def test_warm_up_opens_each_artifact_and_runs_it_before_the_first_call():
     backend = Backend("emulator")
-    design = npu_ep.provider.kernels.design("gemm-bf16-npu1")
+    design = npu_ep.kernels.design("gemm-bf16-npu1")
     identities = [design.artifact(1500, 384, n).identity for n in (384, 1536)]
     seconds = backend.warm_up(identities, runs=3)
     assert seconds > 0 and emulator.stats.dispatches == 6 and not backend.warnings

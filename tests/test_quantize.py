@@ -86,11 +86,11 @@ def test_accuracy_report_written_and_sane(dynamic_random: Path) -> None:
 def test_each_onnx_file_is_opened_once(random_model_dir: Path, jfk_path: Path, second_clip: Path,
                                         held_out_clip: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Calibration, the float transcripts and the report's raw outputs share one set of sessions per model."""
-    import npu_ep.provider
+    import npu_ep.session
 
     opened: list[Path] = []
-    create_session = npu_ep.provider.create_session
-    monkeypatch.setattr(npu_ep.provider, "create_session", lambda path, *a, **k: opened.append(path) or create_session(path, *a, **k))
+    create_session = npu_ep.session.create_session
+    monkeypatch.setattr(npu_ep.session, "create_session", lambda path, *a, **k: opened.append(path) or create_session(path, *a, **k))
     out, _ = quantize_model(random_model_dir, "static", tmp_path / "static", calibration=[jfk_path, second_clip],
                             evaluation=[held_out_clip], max_wer_increase=NO_WER_LIMIT, progress=False)
     assert sorted(p.name for p in opened) == sorted(ONNX_FILES * 2)

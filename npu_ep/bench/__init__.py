@@ -76,7 +76,7 @@ def _models(value: str) -> dict[str, Path]:
 
 def _npu_section(model_dirs: dict[str, Path]) -> tuple[str, dict]:
     """The provider's NPU figures (emulated dispatch overhead, projected XDNA encoder times), labelled."""
-    from npu_ep.provider.benchmark import npu_report
+    from npu_ep.bench.npu import npu_report
 
     print("measuring the NPU provider section (emulated dispatches, cost-model projections)", file=sys.stderr)
     try:

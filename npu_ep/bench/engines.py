@@ -62,7 +62,8 @@ class OursEngine(Engine):
     def locate(self, model: str, fp32_dir: Path) -> Path:
         if not self.quantization:
             return fp32_dir
-        from npu_ep.export.onnx_export import MANIFEST, read_manifest
+        from npu_ep.model_folder import read_manifest
+        from npu_ep.whisper.spec import MANIFEST
         from npu_ep.paths import models_dir
         from npu_ep.quantize.folder import default_output
 
@@ -80,9 +81,9 @@ class OursEngine(Engine):
         return variant
 
     def load(self, source: Path, threads: int) -> None:
-        import npu_ep
+        from npu_ep.whisper.pipeline import Pipeline
 
-        self.pipeline = npu_ep.Pipeline(source, device=self.device, threads=threads)
+        self.pipeline = Pipeline(source, device=self.device, threads=threads)
 
     def transcribe(self, audio: np.ndarray, beam_size: int) -> tuple[str, dict[str, float]]:
         segments, info = self.pipeline.transcribe(

@@ -5,7 +5,6 @@ A finished folder is swapped in whole by rename, so a reader never sees a half-w
 from __future__ import annotations
 
 import json
-import os
 import platform
 import shutil
 import sys
@@ -16,39 +15,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from npu_ep.errors import NpuEpError
-from npu_ep.paths import models_dir, sha256_file
-from npu_ep.whisper.model import DECODER_FILE, DECODER_WITH_PAST_FILE, ENCODER_FILE
+from npu_ep.model_folder import FORMAT, file_records, read_manifest, replace_folder
+from npu_ep.paths import models_dir
+from npu_ep.whisper.spec import CONFIG_FILES, DECODER_FILE, ENCODER_FILE, MANIFEST, ONNX_FILES
 
 if TYPE_CHECKING:  # numpy loads inside functions, with the rest of the export stack
     import numpy as np
 
-ONNX_FILES = (ENCODER_FILE, DECODER_FILE, DECODER_WITH_PAST_FILE)
-CONFIG_FILES = (
-    "config.json",
-    "generation_config.json",
-    "tokenizer.json",
-    "tokenizer_config.json",
-    "special_tokens_map.json",
-    "added_tokens.json",
-    "vocab.json",
-    "merges.txt",
-    "preprocessor_config.json",
-)
-MANIFEST = "manifest.json"
-FORMAT = "npu-ep-model"
 # Bump when the conversion or the folder layout changes, so older exports are rebuilt.
 EXPORT_VERSION = 1
 TOLERANCE = 1e-3
 _TOOLS = ("torch", "transformers", "optimum", "optimum-onnx", "onnx", "onnxruntime", "npu-ep")
-
-
-def read_manifest(folder: Path) -> dict | None:
-    """The folder's manifest if it is one of ours (format npu-ep-model), else None."""
-    try:
-        manifest = json.loads((folder / MANIFEST).read_text())
-    except (OSError, ValueError):
-        return None
-    return manifest if isinstance(manifest, dict) and manifest.get("format") == FORMAT else None
 
 
 def is_up_to_date(folder: Path, build_key: dict) -> bool:
@@ -186,15 +163,6 @@ def compare_with_pytorch(hf_dir: Path, onnx_dir: Path) -> dict:
     return check
 
 
-def file_records(folder: Path, names: list[str] | None = None) -> dict[str, dict]:
-    """The manifest's "files" (sha256) and "file_sizes" entries for `names`, by default every file in
-    `folder` but the manifest. Shared by export and quantize, which write the same manifest format."""
-    if names is None:
-        names = sorted(p.name for p in folder.iterdir() if p.is_file() and p.name != MANIFEST)
-    return {"files": {name: sha256_file(folder / name) for name in names},
-            "file_sizes": {name: (folder / name).stat().st_size for name in names}}
-
-
 def _tool_versions() -> dict[str, str]:
     versions = {"python": platform.python_version()}
     for tool in _TOOLS:
@@ -240,18 +208,6 @@ def _manifest(folder: Path, name: str, source: dict, build_key: dict, check: dic
         "build_key": build_key,
         **file_records(folder),
     }
-
-
-def replace_folder(staging: Path, out_dir: Path) -> None:
-    """Put the finished `staging` folder at `out_dir`, replacing an older one whole: its derived files
-    (partitioned copies) would be stale. A reader never sees a half-written folder."""
-    old = None
-    if out_dir.exists():
-        old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
-        out_dir.rename(old)
-    staging.rename(out_dir)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def default_out_dir(name: str) -> Path:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from npu_ep.errors import NpuEpError, first_line
 from npu_ep.export import onnx_export
+from npu_ep.model_folder import read_manifest
 from npu_ep.export.weights import KNOWN_MODELS, ct2_model_dir, known_model, package_dir, package_versions
 
 _EXPORT_EXTRA = "install the export extra: pip install -e '.[export]'"
@@ -25,7 +26,7 @@ def resolve_model(model: str | Path) -> Path:
     """
     path = Path(model).expanduser()
     if path.is_dir():
-        if onnx_export.read_manifest(path) is not None:
+        if read_manifest(path) is not None:
             return path
         if not _is_hf_whisper(path) and not _is_ct2_folder(path):
             raise NpuEpError(f"{path}: not an exported model folder (export one with: npu-ep export --model tiny.en)")

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from npu_ep.errors import NpuEpError
 from npu_ep.partition.profiles import PROFILES
-from npu_ep.export.onnx_export import ONNX_FILES
+from npu_ep.whisper.spec import ONNX_FILES
 PROFILE_NAMES = tuple(PROFILES)
 
 
@@ -25,17 +25,18 @@ def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from npu_ep.export import resolve_model
-    from npu_ep.partition import cost, report
+    from npu_ep import calibrate
+    from npu_ep.partition import report
     from npu_ep.partition.planner import partition_file
 
     folder = resolve_model(args.model)
     files = [folder / name for name in ONNX_FILES if (folder / name).exists()]
     if not files:
         raise NpuEpError(f"{folder}: no encoder/decoder ONNX files (export the model again: npu-ep export --model {args.model})")
-    calibration = cost.calibration()
+    calibration = calibrate.calibration()
     plans = []
     for path in tqdm(files, desc=f"partition for {args.device}", unit="file", file=sys.stderr):
-        written, plan = partition_file(path, args.device, force=True)
+        written, plan = partition_file(path, args.device, lambda: calibration, force=True)
         plans.append(plan)
         where = f"{written}: " if written != path else f"{path}: no copy needed, it runs as it is; "
         tqdm.write(f"{where}{len(plan.offloaded)} of {len(plan.placements)} GEMMs on the NPU; predicted GEMM time "

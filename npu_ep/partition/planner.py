@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -9,7 +10,7 @@ import onnx
 
 from npu_ep.errors import NpuEpError
 from npu_ep.partition import cost, graph, profiles, rewrite
-from npu_ep.provider import kernels
+from npu_ep import kernels
 
 PARTITION_VERSION = 3  # 2: no copy for files with nothing offloaded; a .json record per copy; 3: kernels named by design
 # The NPU must win by this share of the CPU time: it absorbs the projection's error, so a node
@@ -65,13 +66,13 @@ def _load(model: str | Path | onnx.ModelProto) -> tuple[onnx.ModelProto, str]:
         raise NpuEpError(f"{path}: not a readable ONNX model ({error})") from None
 
 
-def plan(model: str | Path | onnx.ModelProto, device: str = "xdna1", dims: dict[str, int] | None = None,
-         calibration: cost.Calibration | None = None, name: str | None = None) -> Plan:
-    """Decide every candidate node's place for `device` (a profile name)."""
+def plan(model: str | Path | onnx.ModelProto, device: str, calibration: cost.Calibration,
+         dims: dict[str, int] | None = None, name: str | None = None) -> Plan:
+    """Decide every candidate node's place for `device` (a profile name), priced with `calibration`
+    (this machine's: `npu_ep.calibrate.calibration()`)."""
     proto, default_name = _load(model)
     name = name or default_name
     profile = profiles.profile(device)
-    cal = calibration or cost.calibration()
     candidates = graph.find_candidates(proto)
     graph.resolve_shapes(proto, candidates, dims)
     placements = []
@@ -80,7 +81,7 @@ def plan(model: str | Path | onnx.ModelProto, device: str = "xdna1", dims: dict[
         if c.kind == "activation_matmul":
             placements.append(Placement(c, None, None, "cpu", c.unsupported))
             continue
-        estimate = cost.estimate(c.M, c.K, c.N, c.int8, kernel, profile, cal)
+        estimate = cost.estimate(c.M, c.K, c.N, c.int8, kernel, profile, calibration)
         if c.unsupported:
             placements.append(Placement(c, kernel.name, estimate, "cpu", c.unsupported))
         elif estimate.npu_ms < MARGIN * estimate.cpu_ms:
@@ -103,10 +104,10 @@ def apply(model: str | Path | onnx.ModelProto, chosen_plan: Plan) -> onnx.ModelP
     return partitioned
 
 
-def partition(model: str | Path | onnx.ModelProto, device: str = "xdna1") -> onnx.ModelProto:
+def partition(model: str | Path | onnx.ModelProto, device: str, calibration: cost.Calibration) -> onnx.ModelProto:
     """The model with its NPU-worthy GEMMs rewritten into the provider's custom ops."""
     proto, _ = _load(model)
-    return apply(proto, plan(proto, device))
+    return apply(proto, plan(proto, device, calibration))
 
 
 def partitioned_path(onnx_path: Path, device: str) -> Path:
@@ -118,9 +119,10 @@ def _source_stamp(onnx_path: Path) -> str:
     return f"{stat.st_size}:{stat.st_mtime_ns}:{PARTITION_VERSION}:{cost.machine_id()}"
 
 
-def partition_file(onnx_path: str | Path, device: str, force: bool = False) -> tuple[Path, Plan | None]:
+def partition_file(onnx_path: str | Path, device: str, calibration: Callable[[], cost.Calibration],
+                   force: bool = False) -> tuple[Path, Plan | None]:
     """Write (or reuse, if up to date) the partitioned copy beside `onnx_path`; returns the file to run
-    and the plan when one was computed.
+    and the plan when one was computed. `calibration` is called only when a plan is needed.
 
     A small record (`<stem>.<device>.json`) holds the source's stamp and the decision, so reuse costs
     no parse of the copy. A file with nothing worth the NPU (the one-token decoders) gets no copy,
@@ -138,7 +140,7 @@ def partition_file(onnx_path: str | Path, device: str, force: bool = False) -> t
         if known.get("source") == stamp and (known.get("offloaded") == 0 or target.exists()):
             return (target if known["offloaded"] else onnx_path), None
     proto, _ = _load(onnx_path)
-    chosen = plan(proto, device, name=f"{onnx_path.parent.name}/{onnx_path.stem}")
+    chosen = plan(proto, device, calibration(), name=f"{onnx_path.parent.name}/{onnx_path.stem}")
     target.unlink(missing_ok=True)
     if chosen.offloaded:
         temporary = target.with_suffix(".tmp")

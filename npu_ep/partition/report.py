@@ -17,7 +17,7 @@ def flips(placement, plan: Plan, calibration) -> list[str]:
     c = placement.candidate
     if placement.estimate is None or placement.kernel is None or c.unsupported:
         return []
-    from npu_ep.provider import kernels
+    from npu_ep import kernels
 
     design = kernels.design(placement.kernel)
     changed = []

@@ -21,9 +21,10 @@ from typing import Callable
 
 import numpy as np
 
-from npu_ep.provider import bf16, kernels
+from npu_ep import kernels
+from npu_ep.provider import bf16
 from npu_ep.provider.device import xrt_module
-from npu_ep.provider.kernels import Artifact, Design, manifest
+from npu_ep.kernels import Artifact, Design, manifest
 
 RUN_TIMEOUT_MS = 10_000
 # Runs per artifact at warm-up: the first run after an idle gap is slow while the NPU clock ramps up

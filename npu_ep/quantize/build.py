@@ -10,10 +10,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from npu_ep.errors import NpuEpError
-from npu_ep.export.onnx_export import replace_folder
+from npu_ep.model_folder import replace_folder
 from npu_ep.quantize import folder as folders
 from npu_ep.quantize.clips import references, split_clips
-from npu_ep.whisper.model import DECODER_FILE, DECODER_WITH_PAST_FILE, ENCODER_FILE
+from npu_ep.whisper.spec import DECODER_FILE, DECODER_WITH_PAST_FILE, ENCODER_FILE
 
 if TYPE_CHECKING:  # onnxruntime.quantization loads only when a quantization runs
     import numpy as np

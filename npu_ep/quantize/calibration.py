@@ -11,7 +11,7 @@ import numpy as np
 from onnxruntime.quantization import CalibrationDataReader
 
 from npu_ep.quantize.clips import clip_features
-from npu_ep.whisper.model import DECODER_FILE, DECODER_WITH_PAST_FILE, ENCODER_FILE
+from npu_ep.whisper.spec import DECODER_FILE, DECODER_WITH_PAST_FILE, ENCODER_FILE
 
 if TYPE_CHECKING:
     from npu_ep.whisper.pipeline import Pipeline

@@ -7,8 +7,9 @@ import time
 from pathlib import Path
 
 from npu_ep.errors import NpuEpError
-from npu_ep.export.onnx_export import CONFIG_FILES, MANIFEST, ONNX_FILES, file_records, read_manifest
+from npu_ep.model_folder import file_records, read_manifest
 from npu_ep.paths import models_dir
+from npu_ep.whisper.spec import CONFIG_FILES, MANIFEST, ONNX_FILES
 
 ACCURACY = "accuracy.json"
 

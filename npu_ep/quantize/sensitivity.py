@@ -7,7 +7,7 @@ from pathlib import Path
 
 from npu_ep.quantize import folder as folders
 from npu_ep.quantize.clips import clip_features, split_clips
-from npu_ep.whisper.model import ENCODER_FILE
+from npu_ep.whisper.spec import ENCODER_FILE
 
 
 def measure_sensitivity(model: str, mode: str, calibration: list[str] | None = None, evaluation: list[str] | None = None,
@@ -18,7 +18,7 @@ def measure_sensitivity(model: str, mode: str, calibration: list[str] | None = N
     import onnx
     from tqdm import tqdm
 
-    from npu_ep.provider import create_session
+    from npu_ep.session import create_session
     from npu_ep.quantize.accuracy import encoder_agreement
     from npu_ep.quantize.build import quantize_file, quiet_quantizer_logs
     from npu_ep.quantize.calibration import FloatModel, collect_feeds

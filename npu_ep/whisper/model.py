@@ -13,16 +13,13 @@ from pathlib import Path
 import numpy as np
 
 from npu_ep.errors import NpuEpError
-
-ENCODER_FILE = "encoder_model.onnx"
-DECODER_FILE = "decoder_model.onnx"
-DECODER_WITH_PAST_FILE = "decoder_with_past_model.onnx"
+from npu_ep.whisper.spec import DECODER_FILE, DECODER_WITH_PAST_FILE, ENCODER_FILE
 
 class WhisperOnnx:
     """Encoder, first-pass decoder and decoder-with-past sessions of one model folder."""
 
     def __init__(self, model_dir: Path, device: str = "cpu", threads: int | None = None) -> None:
-        from npu_ep.provider import create_session
+        from npu_ep.session import create_session
 
         for name in ("config.json", ENCODER_FILE, DECODER_FILE, DECODER_WITH_PAST_FILE, "tokenizer.json"):
             if not (model_dir / name).exists():

@@ -27,7 +27,7 @@ from typing import Callable
 import numpy as np
 
 from npu_ep.provider import bf16
-from npu_ep.provider.kernels import Artifact, manifest, parse
+from npu_ep.kernels import Artifact, manifest, parse
 
 _INSTS_MAGIC = 0x4E505545  # "NPUE": an emulated instruction sequence is [magic, rank, *padded shape]
 FAULTS = ("no_device", "busy", "bad_xclbin", "error", "timeout")

@@ -38,7 +38,7 @@ def _host_overhead(dtype: str, M: int, K: int, N: int, repeat: int) -> dict:
     does not do) and its run time is subtracted; before each call the activation is written afresh,
     as the op producing it would leave it. `pack_ms` is the packing alone."""
     from npu_ep.provider import bf16, emulator
-    from npu_ep.provider.kernels import kernel_for
+    from npu_ep.kernels import kernel_for
     from npu_ep.provider.xrt_backend import Backend, fingerprint
 
     rng = np.random.default_rng(0)
@@ -72,8 +72,10 @@ def _through_ort(M: int, K: int, N: int, repeat: int) -> dict:
     import onnxruntime as ort
     from onnx import TensorProto, helper, numpy_helper
 
+    from npu_ep import calibrate
     from npu_ep.partition.planner import offloaded_count, partition
-    from npu_ep.provider import emulator, session_options
+    from npu_ep.provider import emulator
+    from npu_ep.session import session_options
 
     rng = np.random.default_rng(3)
     w = rng.standard_normal((K, N), dtype=np.float32)
@@ -84,7 +86,7 @@ def _through_ort(M: int, K: int, N: int, repeat: int) -> dict:
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     feed = {"x": rng.standard_normal((M, K), dtype=np.float32)}
     cpu = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
-    partitioned = partition(model, "emulator")
+    partitioned = partition(model, "emulator", calibrate.calibration())
     cpu_ms = _median_ms(lambda: cpu.run(None, feed), repeat)
     if offloaded_count(partitioned) == 0:  # a CPU fast enough that the cost model keeps the node
         return {"shape": [M, K, N], "offloaded_ms": None, "cpu_ms": cpu_ms}
@@ -97,7 +99,7 @@ def _through_ort(M: int, K: int, N: int, repeat: int) -> dict:
 
 def _dispatches(M: int, K: int, N: int) -> int:
     from npu_ep.provider import emulator
-    from npu_ep.provider.kernels import kernel_for
+    from npu_ep.kernels import kernel_for
     from npu_ep.provider.xrt_backend import Backend, fingerprint
 
     rng = np.random.default_rng(1)
@@ -110,7 +112,7 @@ def _dispatches(M: int, K: int, N: int) -> int:
 
 
 def _cpu_encoder_ms(encoder: Path, repeat: int = 3) -> float:
-    from npu_ep.provider import create_session
+    from npu_ep.session import create_session
 
     session = create_session(encoder, "cpu")
     n_mels = session.get_inputs()[0].shape[1]
@@ -126,20 +128,20 @@ def _cpu_encoder_ms(encoder: Path, repeat: int = 3) -> float:
 
 def npu_report(model_dirs: list[Path]) -> tuple[str, dict]:
     """Markdown section and data for `npu-ep bench`; each figure says how it was obtained."""
-    from npu_ep.partition import cost
+    from npu_ep import calibrate
     from npu_ep.partition.planner import plan
 
     data: dict = {"host_overhead": [_host_overhead("bf16", 1500, 384, 384, 50), _host_overhead("i8", 1500, 384, 384, 50),
                                     _host_overhead("bf16", 1, 384, 384, 50)],
                   "through_ort": _through_ort(1500, 384, 384, 20),
                   "dispatches_1500x512x512": _dispatches(1500, 512, 512), "encoders": []}
-    calibration = cost.calibration()
+    calibration = calibrate.calibration()
     for folder in model_dirs:
         encoder = Path(folder) / "encoder_model.onnx"
         measured = _cpu_encoder_ms(encoder)
         row = {"model": Path(folder).name, "cpu_measured_ms": measured}
         for device in ("xdna1", "xdna2"):
-            chosen = plan(encoder, device, calibration=calibration)
+            chosen = plan(encoder, device, calibration)
             moved_cpu = sum(p.estimate.cpu_ms for p in chosen.offloaded)
             moved_npu = sum(p.estimate.npu_ms for p in chosen.offloaded)
             # The measured CPU encoder, with the offloaded nodes' predicted CPU time swapped for
