@@ -20,17 +20,19 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("session building", ("npu_ep.session",)),
     ("transcription", ("npu_ep.whisper",)),
     ("quantization", ("npu_ep.quantize",)),
+    ("package commands", ()),
     ("front ends", ("npu_ep.batch", "npu_ep.bench", "npu_ep.info", "npu_ep.kernel_build")),
     ("command line", ("npu_ep.cli",)),
     ("entry points", ("npu_ep.__main__", "npu_ep")),
 ]
-# Each package's `command` module is its CLI front end: it parses arguments and calls across packages.
-FRONT_ENDS = ("npu_ep.export.command", "npu_ep.partition.command", "npu_ep.whisper.command")
+# Each engine package's `command` module is its CLI front end: it parses arguments and calls across
+# packages (the batch runner reuses the transcription command's options).
+COMMANDS = ("npu_ep.export.command", "npu_ep.partition.command", "npu_ep.whisper.command")
 
 
 def _unit(module: str) -> tuple[int, str]:
-    if module in FRONT_ENDS:
-        return _rank("front ends"), module
+    if module in COMMANDS:
+        return _rank("package commands"), module
     best = None
     for rank, (_, units) in enumerate(LAYERS):
         for unit in units:
