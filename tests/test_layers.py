@@ -11,8 +11,9 @@ import npu_ep
 ROOT = Path(npu_ep.__file__).parent
 
 # Bottom first. A unit is a module or package prefix; the longest matching prefix names a module's unit.
+# "npu_ep" is the package's own __init__ (the public API) only, so a new module must be placed here.
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
-    ("foundation", ("npu_ep.errors", "npu_ep.paths")),
+    ("foundation", ("npu_ep.errors", "npu_ep.paths", "npu_ep.machine")),
     ("model facts", ("npu_ep.whisper.spec", "npu_ep.kernels")),
     ("shared tools", ("npu_ep.model_folder", "npu_ep.metrics")),
     ("engines", ("npu_ep.export", "npu_ep.partition", "npu_ep.provider")),
@@ -36,7 +37,8 @@ def _unit(module: str) -> tuple[int, str]:
     best = None
     for rank, (_, units) in enumerate(LAYERS):
         for unit in units:
-            if (module == unit or module.startswith(unit + ".")) and (best is None or len(unit) > len(best[1])):
+            inside = module == unit or (unit != "npu_ep" and module.startswith(unit + "."))
+            if inside and (best is None or len(unit) > len(best[1])):
                 best = (rank, unit)
     assert best is not None, f"{module}: in no layer (add it to LAYERS)"
     return best
