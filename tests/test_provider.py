@@ -121,9 +121,13 @@ def test_two_sessions_in_one_process_keep_their_own_weights(tmp_path):
 def test_each_fault_gives_the_cpu_result(tmp_path, fault):
     path = tmp_path / "mlp.onnx"
     onnx.save(mlp_model(), str(path))
+    setup = fault in ("no_device", "busy", "bad_xclbin")
+    if setup:  # the device is opened, and the kernels loaded, when the session opens (warm-up)
+        emulator.inject_fault(fault)
     session = create_session(path, "emulator")
     x = features()
-    emulator.inject_fault(fault)
+    if not setup:
+        emulator.inject_fault(fault)
     out = session.run(None, {"x": x})[0]
     session.run(None, {"x": x})
     # ORT's own CPU kernel for each node: the CPU result up to float32 summation order (the
@@ -135,7 +139,7 @@ def test_each_fault_gives_the_cpu_result(tmp_path, fault):
              "error": "ERT_CMD_STATE_ERROR", "timeout": "ERT_CMD_STATE_TIMEOUT"}[fault]
     assert all(cause in m for m in messages)
     # One warning per cause: setup faults stop the whole session's offload, run faults each node.
-    assert len(messages) == (1 if fault in ("no_device", "busy", "bad_xclbin") else 3)
+    assert len(messages) == (1 if setup else 3)
     assert set(messages) <= xrt_backend.emitted  # shown once per process
 
 
@@ -341,6 +345,9 @@ def test_bench_section_labels_every_npu_figure(random_model_dir):
         if line.startswith("| host-side") or line.startswith("| one offloaded") or line.startswith("| dispatches"):
             assert "run on the emulated device" in line, line
     assert "projected by the cost model, not measured on an NPU" in text
+    host = data["encoders"][0]["host_cpu"]
+    assert host["cpu_only_ms"] > 0 and host["offloaded_ms"] > 0 and host["share"] == host["offloaded_ms"] / host["cpu_only_ms"]
+    assert "offloaded pass run on the emulated device" in text and "process CPU time" in text
 
 
 def test_activation_kinds_run_with_padded_buffers_and_stale_padding_cleared():
@@ -376,3 +383,18 @@ def test_warm_up_opens_each_artifact_and_runs_it_before_the_first_call():
     seconds = backend.warm_up(identities, runs=3)
     assert seconds > 0 and emulator.stats.dispatches == 6 and not backend.warnings
     assert sorted(backend._kernels) == sorted(identities)
+
+
+def test_a_session_warms_up_its_kernels_before_the_first_pass(tmp_path):
+    path = tmp_path / "mlp.onnx"
+    onnx.save(mlp_model(), str(path))
+    session = create_session(path, "emulator")
+    summary = json.loads({p.key: p.value for p in onnx.load(str(tmp_path / "mlp.emulator.onnx")).metadata_props}
+                         ["npu_ep.partition"])
+    # fc1, fc2 and proj share one padded shape: one artifact, opened and run before any input arrives.
+    assert summary["artifacts"] == ["gemm-bf16-npu1-1536x384x384-t64x64x32-a4x4"]
+    assert sorted(session.npu_backend._kernels) == summary["artifacts"]
+    assert emulator.stats.dispatches == xrt_backend.WARM_RUNS
+    emulator.stats.reset()
+    session.run(None, {"x": features()})
+    assert emulator.stats.dispatches == 3 and not session.npu_backend.warnings

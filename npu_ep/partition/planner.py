@@ -12,7 +12,7 @@ from npu_ep.errors import NpuEpError
 from npu_ep.partition import cost, graph, profiles, rewrite
 from npu_ep import kernels
 
-PARTITION_VERSION = 3  # 2: no copy for files with nothing offloaded; a .json record per copy; 3: kernels named by design
+PARTITION_VERSION = 4  # 2: no copy for files with nothing offloaded; a .json record per copy; 3: kernels named by design; 4: the artifacts to warm up in the summary
 # The NPU must win by this share of the CPU time: it absorbs the projection's error, so a node
 # never moves for a predicted gain smaller than the model can resolve.
 MARGIN = 0.8
@@ -98,7 +98,9 @@ def apply(model: str | Path | onnx.ModelProto, chosen_plan: Plan) -> onnx.ModelP
     partitioned = rewrite.rewrite(proto, [(p.candidate, p.kernel) for p in chosen_plan.offloaded])
     summary = {"version": PARTITION_VERSION, "device": chosen_plan.profile.name,
                "offloaded": len(chosen_plan.offloaded), "predicted_cpu_ms": round(chosen_plan.cpu_ms, 3),
-               "predicted_hybrid_ms": round(chosen_plan.hybrid_ms, 3)}
+               "predicted_hybrid_ms": round(chosen_plan.hybrid_ms, 3),
+               # The kernel artifacts the offloaded nodes run: the session warms them up when it opens.
+               "artifacts": sorted({kernels.placed_artifact(p.kernel, p.candidate).identity for p in chosen_plan.offloaded})}
     onnx.helper.set_model_props(partitioned, {**{p.key: p.value for p in proto.metadata_props},
                                               "npu_ep.partition": json.dumps(summary)})
     return partitioned
