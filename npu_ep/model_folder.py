@@ -2,15 +2,22 @@
 npu-ep-model) with its file records, and swapping a finished folder in whole."""
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
+import logging
 import os
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
+from npu_ep.errors import NpuEpError
 from npu_ep.paths import sha256_file
 from npu_ep.whisper.spec import MANIFEST
 
 FORMAT = "npu-ep-model"
+
+log = logging.getLogger(__name__)
 
 
 def read_manifest(folder: Path) -> dict | None:
@@ -36,8 +43,60 @@ def replace_folder(staging: Path, out_dir: Path) -> None:
     (partitioned copies) would be stale. A reader never sees a half-written folder."""
     old = None
     if out_dir.exists():
-        old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
+        old = out_dir.with_name(f"{scratch_prefix(out_dir, 'old')}{os.getpid()}")
         out_dir.rename(old)
     staging.rename(out_dir)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
+
+
+# What a run builds beside the folder: the staged folder, the replaced one, converted weights.
+SCRATCH_ROLES = ("partial", "old", "hf")
+
+
+def scratch_prefix(out_dir: Path, role: str) -> str:
+    """The name prefix of a scratch folder beside `out_dir` (staging, converted weights): `sweep_scratch`
+    finds what a killed run left by it."""
+    return f".{out_dir.name}.{role}-"
+
+
+@contextlib.contextmanager
+def exclusive(out_dir: Path, what: str) -> Iterator[None]:
+    """Hold the folder's lock while building it: one writer at a time (`what`, e.g. "export", names the
+    work in the message a waiting run prints). Scratch left by a run that was killed is removed once
+    the lock is held, since only the holder creates scratch."""
+    try:
+        out_dir.parent.mkdir(parents=True, exist_ok=True)
+        lock = open(out_dir.parent / f".{out_dir.name}.lock", "a+")
+    except OSError as error:
+        raise NpuEpError(f"{out_dir.parent}: cannot write there ({error.strerror or error}; choose another "
+                         "output folder)") from None
+    with lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.seek(0)
+            holder = lock.read().strip() or "unknown"
+            log.warning("npu-ep: waiting for another %s of %s (pid %s) to finish", what, out_dir, holder)
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            lock.seek(0)
+            lock.truncate()
+            lock.write(str(os.getpid()))
+            lock.flush()
+            sweep_scratch(out_dir)
+            yield
+        finally:
+            lock.seek(0)
+            lock.truncate()
+            lock.flush()
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def sweep_scratch(out_dir: Path) -> None:
+    """Remove the scratch folders beside `out_dir` (names from `scratch_prefix`, and `replace_folder`'s
+    old copies). Call only with `exclusive` held."""
+    for stale in (path for role in SCRATCH_ROLES for path in out_dir.parent.glob(scratch_prefix(out_dir, role) + "*")):
+        if stale.is_dir():
+            log.info("removing %s, left by an interrupted run", stale)
+            shutil.rmtree(stale, ignore_errors=True)

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from npu_ep.errors import NpuEpError
-from npu_ep.model_folder import FORMAT, file_records, read_manifest, replace_folder
+from npu_ep.model_folder import FORMAT, file_records, read_manifest, replace_folder, scratch_prefix
 from npu_ep.paths import models_dir
 from npu_ep.whisper.spec import CONFIG_FILES, DECODER_FILE, ENCODER_FILE, MANIFEST, ONNX_FILES
 
@@ -60,7 +60,7 @@ def export_folder(hf_dir: Path, out_dir: Path, name: str, source: dict, build_ke
 
     `bar` is the caller's tqdm bar; each of the three stages advances it by one.
     """
-    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-", dir=out_dir.parent))
+    staging = Path(tempfile.mkdtemp(prefix=scratch_prefix(out_dir, "partial"), dir=out_dir.parent))
     staging.chmod(0o755)  # mkdtemp's 0700 would carry over to the installed folder
     try:
         started = time.perf_counter()

@@ -1,8 +1,6 @@
 """Turn what the user names (a known model, a folder, a hub id) into an exported model folder."""
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import json
 import os
 import sys
@@ -11,6 +9,7 @@ from pathlib import Path
 
 from npu_ep.errors import NpuEpError, first_line
 from npu_ep.export import onnx_export
+from npu_ep.model_folder import exclusive, scratch_prefix
 from npu_ep.model_folder import read_manifest
 from npu_ep.export.weights import KNOWN_MODELS, ct2_model_dir, known_model, package_dir, package_versions
 
@@ -51,7 +50,7 @@ def _export(source: str | Path, out_dir: str | Path | None, opset: int | None, f
         return out
     onnx_export.check_writable(out)
     _require_export_extra()
-    with _exclusive(out):
+    with exclusive(out, "export"):
         # Another process may have finished the same export while this one waited for the lock.
         if not force and onnx_export.is_up_to_date(out, build_key):
             return out
@@ -65,24 +64,13 @@ def _export(source: str | Path, out_dir: str | Path | None, opset: int | None, f
     return out
 
 
-@contextlib.contextmanager
-def _exclusive(out: Path):
-    """Serialise exports to the same folder (tests and engineers share models/)."""
-    with open(out.parent / f".{out.name}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
-
-
 def _run_export(name: str, kind: str, location: str, source_info: dict, build_key: dict, out: Path, opset: int | None, on_first_use: bool) -> None:
     from tqdm import tqdm
 
     if on_first_use:
         print(f"npu-ep: exporting {name} to {_display(out)} (first use, about a minute)", file=sys.stderr)
     with tqdm(total=4, desc=f"export {name}", unit="step", file=sys.stderr) as bar:
-        with tempfile.TemporaryDirectory(prefix=".hf-", dir=out.parent) as scratch:
+        with tempfile.TemporaryDirectory(prefix=scratch_prefix(out, "hf"), dir=out.parent) as scratch:
             hf_dir = _prepare_hf_folder(kind, location, Path(scratch))
             bar.update(1)
             bar.set_postfix_str("ONNX export")

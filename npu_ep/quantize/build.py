@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from npu_ep.errors import NpuEpError
-from npu_ep.model_folder import replace_folder
+from npu_ep.model_folder import exclusive, replace_folder
 from npu_ep.quantize import folder as folders
 from npu_ep.quantize.clips import references, split_clips
 from npu_ep.whisper.spec import DECODER_FILE, DECODER_WITH_PAST_FILE, ENCODER_FILE
@@ -75,8 +75,8 @@ def quantize_model(model: str | Path, mode: str, out: str | Path | None = None, 
     refs = references(eval_clips)  # read now: a malformed file should stop the run before minutes of work
     patterns = default_exclude(mode, manifest) if exclude is None else list(exclude)
     parts = DEFAULT_PARTS[mode] if parts is None else tuple(parts)
-    staging = folders.staging_folder(out, force)
-    with quiet_quantizer_logs():
+    with exclusive(out, "quantize"), quiet_quantizer_logs():
+        staging = folders.staging_folder(out, force)
         return _build(source, manifest, mode, out, staging, calib_clips, eval_clips, refs, method, patterns, parts,
                       form, per_channel, max_wer_increase, force, progress)
 

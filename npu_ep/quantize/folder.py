@@ -3,11 +3,12 @@ from __future__ import annotations
 
 import json
 import shutil
+import tempfile
 import time
 from pathlib import Path
 
 from npu_ep.errors import NpuEpError
-from npu_ep.model_folder import file_records, read_manifest
+from npu_ep.model_folder import file_records, read_manifest, scratch_prefix
 from npu_ep.paths import models_dir
 from npu_ep.whisper.spec import CONFIG_FILES, MANIFEST, ONNX_FILES
 
@@ -44,13 +45,13 @@ def default_output(manifest: dict, mode: str) -> Path:
 
 
 def staging_folder(out: Path, force: bool) -> Path:
-    """An empty sibling of `out` to build in, so a refused or interrupted run leaves `out` untouched."""
+    """An empty sibling of `out` to build in, so a refused or interrupted run leaves `out` untouched.
+    Call with `model_folder.exclusive(out, ...)` held, which also removes what a killed run left."""
     if out.exists() and not force:
         raise NpuEpError(f"{out}: output folder exists (pass --force to replace it, or --out another folder)")
-    staging = out.with_name(f".{out.name}.partial")
-    shutil.rmtree(staging, ignore_errors=True)
     try:
-        staging.mkdir(parents=True)
+        staging = Path(tempfile.mkdtemp(prefix=scratch_prefix(out, "partial"), dir=out.parent))
+        staging.chmod(0o755)  # mkdtemp's 0700 would carry over to the installed folder
     except OSError as error:
         raise NpuEpError(f"{out.parent}: cannot write the output folder ({error.strerror}; choose --out)") from None
     return staging
