@@ -88,3 +88,23 @@ def test_the_lock_sweeps_only_its_own_folders_scratch(tmp_path: Path) -> None:
     assert other.is_dir()
     assert (tmp_path / ".tiny.en.lock").read_text() == ""  # no stale pid once released
 
+
+
+def test_the_damaged_folder_hint_is_a_command_that_repairs_it(random_model_dir: Path, tmp_path: Path) -> None:
+    import shlex
+    import shutil
+
+    import npu_ep
+    from npu_ep.errors import NpuEpError
+
+    damaged = tmp_path / "damaged"
+    shutil.copytree(random_model_dir, damaged)
+    (damaged / "config.json").write_text('{"num_mel_bins": 80')  # cut short
+    with pytest.raises(NpuEpError, match="damaged model folder") as error:
+        npu_ep.Pipeline(damaged)
+    hint = str(error.value).rpartition("rebuild it with: ")[2].rstrip(")")
+    command = shlex.split(hint)
+    assert command[:2] == ["npu-ep", "export"] and str(damaged) in command
+    result = subprocess.run([sys.executable, "-m", "npu_ep", *command[1:]], capture_output=True, text=True, cwd=ROOT)
+    assert result.returncode == 0, result.stderr
+    npu_ep.Pipeline(damaged)  # loads again

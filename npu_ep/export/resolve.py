@@ -32,6 +32,21 @@ def resolve_model(model: str | Path) -> Path:
     return _export(model, None, None, force=False, on_first_use=True)
 
 
+def rebuild_command(folder: Path) -> str:
+    """The command that rebuilds a damaged model folder in place, from what its manifest says it was
+    made from (a known name when the manifest is unreadable and the folder bears that name)."""
+    manifest = onnx_export.read_manifest(folder) or {}
+    quantization = manifest.get("quantization") or {}
+    if quantization.get("source"):
+        return (f"npu-ep quantize --model {quantization['source']} --mode {quantization.get('mode', 'dynamic')} "
+                f"--out {folder} --force")
+    source = manifest.get("source") or {}
+    model = source.get("model") or source.get("path") or source.get("id")
+    if model is None:
+        model = folder.name if folder.name in KNOWN_MODELS else next(iter(KNOWN_MODELS))
+    return f"npu-ep export --model {model} --out {folder} --force"
+
+
 def export_model(source: str | Path, out_dir: str | Path | None = None, opset: int | None = None, force: bool = False) -> Path:
     """Export `source` (known name, Hugging Face or CTranslate2 folder, or hub id) to ONNX; returns the folder.
 

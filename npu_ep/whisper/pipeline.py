@@ -67,7 +67,7 @@ class Pipeline:
     """A loaded model: `pipeline.transcribe(file_or_array)` as often as needed, sessions stay open."""
 
     def __init__(self, model: str | Path = "tiny.en", device: str = "cpu", threads: int | None = None) -> None:
-        from npu_ep.export import resolve_model
+        from npu_ep.export import rebuild_command, resolve_model
 
         started = time.perf_counter()
         self.model_dir = Path(resolve_model(str(model)))
@@ -79,7 +79,7 @@ class Pipeline:
             raise
         except Exception as error:  # bad JSON, missing keys, unreadable ONNX or tokenizer: one cause, one fix
             raise NpuEpError(f"{self.model_dir}: damaged model folder ({first_line(error)}) "
-                             f"(re-export it with: npu-ep export --model {model} --force)") from None
+                             f"(rebuild it with: {rebuild_command(self.model_dir)})") from None
         self.decoder = Decoder(self.model, self.tokenizer)
         self.load_seconds = time.perf_counter() - started
 
