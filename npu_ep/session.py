@@ -8,7 +8,10 @@ NPU when pyxrt sees one, else the CPU.
 """
 from __future__ import annotations
 
+import functools
 import json
+import logging
+import os
 from pathlib import Path
 
 import onnxruntime as ort
@@ -17,6 +20,36 @@ from npu_ep.errors import NpuEpError
 from npu_ep.provider.device import resolve_device
 
 DEVICES = ("auto", "cpu", "npu", "emulator")
+
+log = logging.getLogger(__name__)
+
+
+def cpu_cores() -> int:
+    """The cores this process may run on (its affinity mask, which containers and taskset narrow)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def intra_op_threads(threads: int | None) -> int | None:
+    """ONNX Runtime's intra-op thread count for `threads` (None: ORT's default, all cores): more threads
+    than cores only oversubscribe them, each ORT thread spinning against the others, so it is capped."""
+    if threads is None:
+        return None
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise NpuEpError(f"threads {threads!r}: must be a whole number of at least 1 (or leave it unset for all cores)")
+    cores = cpu_cores()
+    if threads > cores:
+        _say_capped(threads, cores)
+        return cores
+    return threads
+
+
+@functools.cache
+def _say_capped(threads: int, cores: int) -> None:
+    # Once per process: a pipeline opens three sessions with the same count.
+    log.warning("npu-ep: --threads %d is more than the %d CPU cores here; using %d", threads, cores, cores)
 
 
 def _check(device: str) -> None:
@@ -33,6 +66,7 @@ def session_options(device: str = "auto", threads: int | None = None) -> ort.Ses
     ops.set_default_device(resolve_device(device))
     options = ort.SessionOptions()
     options.register_custom_ops_library(ops.library_path())
+    threads = intra_op_threads(threads)
     if threads:
         options.intra_op_num_threads = threads
     return options
@@ -58,6 +92,7 @@ def create_session(onnx_path: str | Path, device: str = "cpu", threads: int | No
     # The arena keeps every peak a new prompt length or fallback batch asks for: with it, peak memory
     # over an hour of audio grew 1133 -> 1451 MB; without it, 1031 -> 1097 MB at the same speed.
     options.enable_cpu_mem_arena = False
+    threads = intra_op_threads(threads)
     if threads:
         options.intra_op_num_threads = threads
     onnx_path = Path(onnx_path)

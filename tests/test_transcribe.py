@@ -133,7 +133,7 @@ def test_cli_bad_options(tiny_en_dir: Path, jfk_path: Path, tmp_path: Path, caps
     unwritable = ["--output-dir", str(blocker / "out"), "--quiet"]
     assert main(["transcribe", str(jfk_path), "--model", str(tiny_en_dir), *unwritable]) == 2
     err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and str(blocker / "out") in err and "cannot create the output folder" in err
+    assert len(err.splitlines()) == 1 and str(blocker / "out") in err and "cannot write the output folder" in err
 
 
 def test_damaged_folder_and_impossible_options_are_one_line_errors(tiny_en_dir, tmp_path):

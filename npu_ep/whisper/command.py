@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import tempfile
 from pathlib import Path
 
 from npu_ep.errors import NpuEpError
@@ -46,9 +47,10 @@ def run(args: argparse.Namespace) -> int:
     if args.output_dir is not None:
         try:
             args.output_dir.mkdir(parents=True, exist_ok=True)
+            tempfile.NamedTemporaryFile(dir=args.output_dir, prefix=".npu-ep-probe-").close()  # writable, before any work
         except OSError as error:
             raise NpuEpError(
-                f"{args.output_dir}: cannot create the output folder ({error.strerror or error}; "
+                f"{args.output_dir}: cannot write the output folder ({error.strerror or error}; "
                 "choose another --output-dir)"
             ) from None
     pipeline = Pipeline(args.model, args.device, args.threads)
