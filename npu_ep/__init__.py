@@ -6,6 +6,7 @@ __version__ = "0.1.0"
 
 from npu_ep.export import export_model, resolve_model
 from npu_ep.quantize import quantize_model
+from npu_ep.whisper.decoding import DecodeOptions
 from npu_ep.whisper.pipeline import Pipeline, transcribe
 
 
@@ -34,6 +35,7 @@ class _CallablePackage(type(partition)):
 partition.__class__ = _CallablePackage
 
 __all__ = [
+    "DecodeOptions",
     "Pipeline",
     "export_model",
     "partition",

@@ -6,7 +6,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from npu_ep.whisper.decoding import Decoder, DecodeOptions, compression_ratio
+from npu_ep.errors import NpuEpError
+from npu_ep.whisper.decoding import (
+    ApplyTimestampRules,
+    Decoder,
+    DecodeOptions,
+    MaximumLikelihoodRanker,
+    SuppressBlank,
+    SuppressTokens,
+    compression_ratio,
+)
 from npu_ep.whisper.features import encoder_features
 from npu_ep.whisper.audio import load_audio
 from npu_ep.whisper.model import WhisperOnnx
@@ -18,6 +27,18 @@ def random_parts(random_model_dir: Path) -> tuple[WhisperOnnx, WhisperTokenizer,
     model = WhisperOnnx(random_model_dir, "cpu", threads=1)
     tokenizer = WhisperTokenizer(random_model_dir)
     return model, tokenizer, Decoder(model, tokenizer)
+
+
+def _apply_rules(decoder: Decoder, logits: np.ndarray, sequences: list[list[int]]) -> None:
+    """The default filters, as a window without a prefix applies them."""
+    tokenizer = decoder.tokenizer
+    tokens = np.array(sequences, dtype=np.int64).reshape(len(sequences), -1)
+    for logit_filter in (
+        SuppressTokens(decoder.suppressed((-1,))),
+        SuppressBlank(decoder._blank, 0),
+        ApplyTimestampRules(tokenizer.timestamp_begin, tokenizer.eot, tokenizer.timestamp_begin + 50, logits.shape[1]),
+    ):
+        logit_filter.apply(logits, tokens)
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +88,7 @@ def test_first_token_is_a_timestamp_within_a_second(random_parts) -> None:
     _, tokenizer, decoder = random_parts
     tb = tokenizer.timestamp_begin
     logits = np.zeros((1, random_parts[0].vocab_size), dtype=np.float32)
-    decoder._apply_rules(logits, [[]], step=0)
+    _apply_rules(decoder, logits, [[]])
     allowed = np.flatnonzero(np.isfinite(logits[0]))
     assert allowed.min() == tb and allowed.max() == tb + 50
 
@@ -80,7 +101,7 @@ def test_timestamp_pairing_and_order(random_parts) -> None:
         logits = np.zeros((1, model.vocab_size), dtype=np.float32)
         if boost_text:
             logits[0, :tb] = 10.0  # text clearly likelier than any timestamp
-        decoder._apply_rules(logits, [sequence], step=len(sequence))
+        _apply_rules(decoder, logits, [sequence])
         return np.isfinite(logits[0])
 
     # After text then a timestamp (a segment end): only later timestamps or the end.
@@ -101,7 +122,7 @@ def test_timestamps_win_when_jointly_likelier(random_parts) -> None:
     tb = tokenizer.timestamp_begin
     logits = np.zeros((1, model.vocab_size), dtype=np.float32)
     logits[0, 843] = 5.0  # one text token beats each timestamp alone, not their total probability
-    decoder._apply_rules(logits, [[tb, 843]], step=2)
+    _apply_rules(decoder, logits, [[tb, 843]])
     assert not np.isfinite(logits[0, :tb]).any() and np.isfinite(logits[0, tb + 1 :]).all()
 
 
@@ -146,7 +167,7 @@ def test_results_obey_the_rules(random_parts, encoder_states, beam_size: int) ->
 def test_prompt_changes_the_prefix(random_parts, encoder_states) -> None:
     _, tokenizer, decoder = random_parts
     sot = tokenizer.sot_sequence(None, "transcribe")
-    options = DecodeOptions(logprob_threshold=None, compression_ratio_threshold=None, temperatures=(0.0,))
+    options = DecodeOptions(logprob_threshold=None, compression_ratio_threshold=None, temperature=0.0)
     without = decoder.decode(encoder_states, sot, [], options)
     with_prompt = decoder.decode(encoder_states, sot, [843, 523, 616] * 100, options)  # longer than half the context
     assert with_prompt.no_speech_prob != without.no_speech_prob
@@ -187,3 +208,78 @@ def test_multilingual_language_detection_and_tasks(base_parts, jfk_path: Path) -
     # The translate task (into English) runs through the same decoder: English audio stays English words.
     result = decoder.decode(states, tokenizer.sot_sequence("en", "translate"), [], DecodeOptions(task="translate"))
     assert "country" in tokenizer.decode(result.tokens).lower()
+
+
+def test_filters_treat_each_row_as_if_alone(random_parts) -> None:
+    # One call masks every row of a batch; each row must come out as it would on its own.
+    model, tokenizer, decoder = random_parts
+    tb = tokenizer.timestamp_begin
+    rows = [
+        [tb + 10, 843, tb + 40, tb + 40],  # a pair just closed
+        [tb + 10, 843, 523, tb + 40],  # a segment just ended
+        [tb + 10, 843, 523, 616],  # mid-segment
+        [843, 523, 616, 5891],  # no timestamp yet (after a prefix)
+        [tb, tb, 843, tb + 3],  # ended again, later
+    ]
+    logits = np.random.default_rng(1).normal(0, 2, (len(rows), model.vocab_size)).astype(np.float32)
+    logits[2, tb + 30 :] += 6.0  # this row's timestamps jointly beat its text
+    logits[3, 843] += 20.0  # this row's text beats them
+    batch = logits.copy()
+    _apply_rules(decoder, batch, rows)
+    for row, sequence in enumerate(rows):
+        alone = logits[row : row + 1].copy()
+        _apply_rules(decoder, alone, [sequence])
+        np.testing.assert_array_equal(batch[row], alone[0])
+    assert not np.isfinite(batch[2, :tb]).any() and np.isfinite(batch[3, :tb]).any()
+
+
+def test_decode_options_validate_themselves() -> None:
+    options = DecodeOptions(temperature=0.3, clip_timestamps="0,5.5,9")
+    assert options.temperature == (0.3,) and options.clip_timestamps == (0.0, 5.5, 9.0)
+    with pytest.raises(AttributeError):
+        options.beam_size = 2  # frozen: a recorded option stays what was used
+    for bad, message in [
+        (dict(beam_size=0), "--beam-size 0: must be between 1 and 64"),
+        (dict(best_of=65), "--best-of 65: must be between 1 and 64"),
+        (dict(task="summarise"), "unknown task"),
+        (dict(temperature=()), "at least one value"),
+        (dict(temperature=(0.0, -0.2)), "between 0 and 10"),
+        (dict(patience=0.0), "--patience"),
+        (dict(length_penalty=1.5), "--length-penalty 1.5"),
+        (dict(no_speech_threshold=2.0), "--no-speech-threshold"),
+        (dict(language_detection_segments=0), "language_detection_segments"),
+        (dict(clip_timestamps=(5.0, 2.0)), "--clip-timestamps 5,2"),
+        (dict(temperature="hot"), "temperature='hot'"),
+    ]:
+        with pytest.raises(NpuEpError, match=message.replace("(", r"\(")):
+            DecodeOptions(**bad)
+    with pytest.raises(NpuEpError, match="unknown decoding option 'beamsize'"):
+        DecodeOptions.from_kwargs(beamsize=5)
+    changed = DecodeOptions.from_kwargs(options, beam_size=5)
+    assert changed.beam_size == 5 and changed.temperature == (0.3,)
+
+
+def test_ranker_length_penalty() -> None:
+    short, long = ([1, 2], -2.0), ([1, 2, 3, 4, 5, 6], -4.2)
+    assert MaximumLikelihoodRanker(None).rank([short, long]) == 1  # -0.7 per token beats -1.0
+    # Google NMT's penalty at alpha 0 is no length norm at all: the higher total wins.
+    assert MaximumLikelihoodRanker(0.0).rank([short, long]) == 0
+    assert MaximumLikelihoodRanker(1.0).rank([short, long]) == 1
+
+
+def test_prefix_is_forced_and_hotwords_prompt(random_parts, encoder_states, monkeypatch: pytest.MonkeyPatch) -> None:
+    model, tokenizer, decoder = random_parts
+    tb = tokenizer.timestamp_begin
+    sot = tokenizer.sot_sequence(None, "transcribe")
+    options = DecodeOptions(logprob_threshold=None, compression_ratio_threshold=None, temperature=0.0)
+    prefix = tokenizer.encode(" Ask not")
+    result = decoder.decode(encoder_states, sot, [], options, prefix=prefix)
+    assert result.tokens[: len(prefix) + 1] == [tb, *prefix] and len(result.tokens) > len(prefix) + 1
+    openings = []
+    monkeypatch.setattr(model, "start", lambda tokens, states: openings.append(tokens) or type(model).start(model, tokens, states))
+    hotwords = tokenizer.encode(" Kennedy")
+    decoder.decode(encoder_states, sot, [843] * 500, options, hotwords=hotwords)
+    opening = openings[-1]
+    # <|startofprev|>, the hotwords, then the latest said tokens up to half the context, then the start.
+    assert opening[: 1 + len(hotwords)] == [tokenizer.sot_prev, *hotwords]
+    assert len(opening) == decoder.sample_len + len(sot) and opening[-len(sot) :] == sot

@@ -155,3 +155,29 @@ def test_damaged_folder_and_impossible_options_are_one_line_errors(tiny_en_dir, 
         pipeline.transcribe(speech, sample_rate=0)
     with pytest.raises(NpuEpError, match="not audio samples"):
         pipeline.transcribe(np.array(["a", "b"]))
+
+
+def test_segments_stream_as_windows_finish(tiny_en: npu_ep.Pipeline, jfk_path: Path) -> None:
+    jfk = load_audio(jfk_path)
+    clip = np.concatenate([jfk, np.zeros(25 * SAMPLE_RATE, dtype=np.float32), jfk])  # two windows of speech
+    listed, listed_info = tiny_en.transcribe(clip, beam_size=2, progress=False)
+    assert listed_info.options == npu_ep.DecodeOptions(beam_size=2)  # what was used is recorded
+    windows = []
+    original = tiny_en.decoder.decode
+    tiny_en.decoder.decode = lambda *args, **kwargs: windows.append(1) or original(*args, **kwargs)
+    try:
+        stream, info = tiny_en.transcribe_iter(clip, npu_ep.DecodeOptions(beam_size=2), progress=False)
+        assert windows == [] and info.timing.total == 0  # nothing decoded before it is asked for
+        first = next(stream)
+        assert len(windows) == 1 and first.end < 12.0  # the first window's segments come before the second
+        streamed = [first, *stream]
+    finally:
+        tiny_en.decoder.decode = original
+    assert len(windows) >= 2 and info.timing.total > 0
+    assert [s.tokens for s in streamed] == [s.tokens for s in listed]
+    assert all(s.language == "en" for s in streamed)
+
+
+def test_unknown_option_is_a_one_line_error(tiny_en: npu_ep.Pipeline) -> None:
+    with pytest.raises(NpuEpError, match="unknown decoding option 'beam'"):
+        tiny_en.transcribe(np.zeros(16000, dtype=np.float32), beam=5)

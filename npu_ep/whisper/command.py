@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import tempfile
 from pathlib import Path
 
 from npu_ep.errors import NpuEpError
+from npu_ep.whisper.decoding import DecodeOptions
 from npu_ep.whisper.formats import FORMATS
 
 
@@ -17,19 +19,79 @@ def positive_int(text: str) -> int:
     return value
 
 
+def _boolean(text: str) -> bool:
+    """True/False as the `whisper` CLI spells them (also yes/no, 1/0)."""
+    value = text.strip().lower()
+    if value in ("true", "yes", "1"):
+        return True
+    if value in ("false", "no", "0"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected True or False, got {text!r}")
+
+
+def _optional_float(text: str) -> float | None:
+    """A number, or None to switch the rule off."""
+    return None if text.strip().lower() == "none" else float(text)
+
+
+def _numbers(kind: type):
+    def parse(text: str) -> tuple:
+        try:
+            return tuple(kind(part) for part in text.split(",") if part.strip())
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+
+    return parse
+
+
+def _option(group, name: str, help_text: str, **kwargs) -> None:
+    """A decoding option under its hyphenated name and the `whisper` CLI's underscored one; left out of
+    the namespace when not given, so `DecodeOptions`' own defaults apply (they are the ones shown)."""
+    default = getattr(DecodeOptions, name, None)
+    shown = f" (default: {default})" if "(default:" not in help_text else ""
+    spellings = [f"--{name.replace('_', '-')}"] + ([f"--{name}"] if "_" in name else [])
+    kwargs.setdefault("metavar", "VALUE" if "choices" not in kwargs else None)
+    group.add_argument(*spellings, dest=name, default=argparse.SUPPRESS, help=help_text + shown, **kwargs)
+
+
 def add_transcription_arguments(parser: argparse.ArgumentParser) -> None:
-    """Model, device, decoding and output-format options: shared by `npu-ep transcribe` and `npu-ep batch`."""
+    """Model, device, output-format and decoding options: shared by `npu-ep transcribe` and `npu-ep batch`."""
     parser.add_argument("--model", default="tiny.en", help="tiny.en, base or an exported model folder (default: tiny.en)")
     parser.add_argument("--device", default="cpu", help="auto, cpu, npu or emulator (default: cpu)")
-    parser.add_argument("--beam-size", type=positive_int, default=1, help="beam width; 1 is greedy search (default: 1)")
-    parser.add_argument("--language", help="spoken language code, e.g. en, de (default: detected on multilingual models)")
-    parser.add_argument("--task", choices=("transcribe", "translate"), default="transcribe", help="translate means into English")
     parser.add_argument("--format", choices=FORMATS, default="txt", help="output format (default: txt)")
-
-
-def decoding_options(args: argparse.Namespace) -> dict:
-    """The keyword arguments of `Pipeline.transcribe` that the shared options set."""
-    return {"language": args.language, "task": args.task, "beam_size": args.beam_size}
+    group = parser.add_argument_group("decoding (the whisper CLI's underscored names work too)")
+    _option(group, "language", "spoken language code, e.g. en, de (default: detected on multilingual models)")
+    _option(group, "task", "translate means into English", choices=("transcribe", "translate"))
+    _option(group, "beam_size", "beam width at temperature 0; 1 is greedy search", type=positive_int)
+    _option(group, "best_of", "samples per window at a temperature above 0", type=positive_int)
+    _option(group, "patience", "beam search stops at beam_size * patience finished candidates", type=float)
+    _option(group, "length_penalty", "rank by ((5 + length) / 6) ** alpha instead of the token count", type=_optional_float)
+    _option(group, "temperature", "first temperature (default: 0)", type=float)
+    _option(group, "temperature_increment_on_fallback",
+            "temperature step when a window fails a threshold; 0 or none: no fallback (default: 0.2)",
+            type=_optional_float)
+    _option(group, "compression_ratio_threshold", "retry hotter above this gzip ratio; none: off", type=_optional_float)
+    _option(group, "logprob_threshold", "retry hotter below this mean log-prob; none: off", type=_optional_float)
+    _option(group, "no_speech_threshold", "skip a window above this no-speech probability; none: off",
+            type=_optional_float)
+    _option(group, "condition_on_previous_text", "prompt each window with the text before it (True/False)",
+            type=_boolean)
+    _option(group, "prompt_reset_on_temperature", "no prompt after a window decoded above this temperature",
+            type=float)
+    _option(group, "initial_prompt", "text said before the first window (names, spelling, style)")
+    _option(group, "prefix", "text the first window's transcript starts with")
+    _option(group, "hotwords", "words or phrases to prefer, in every window's prompt (not with --prefix)")
+    _option(group, "suppress_tokens", "comma-separated token ids never sampled; -1: the model's symbols",
+            type=_numbers(int))
+    _option(group, "suppress_blank", "never start a window with a blank (True/False)", type=_boolean)
+    _option(group, "max_initial_timestamp", "the first timestamp of a window comes before this (seconds)", type=float)
+    _option(group, "multilingual", "detect the language of every window (multilingual models)", type=_boolean,
+            nargs="?", const=True)
+    _option(group, "language_detection_threshold", "stop detecting at a language likelier than this",
+            type=_optional_float)
+    _option(group, "language_detection_segments", "windows looked at, at most, to detect the language", type=positive_int)
+    _option(group, "clip_timestamps", "start,end,... seconds to decode; an odd count runs to the end",
+            type=_numbers(float))
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -40,10 +102,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quiet", action="store_true", help="no progress bars or per-file summaries on stderr")
 
 
+def decoding_options(args: argparse.Namespace) -> dict:
+    """The `DecodeOptions` fields given on the command line (keywords of `Pipeline.transcribe`), checked
+    here, before any model loads."""
+    given = {name: getattr(args, name) for name in DecodeOptions.__dataclass_fields__ if hasattr(args, name)}
+    if hasattr(args, "temperature") or hasattr(args, "temperature_increment_on_fallback"):
+        # The whisper CLI's ladder: temperature, temperature + increment, ... up to 1.
+        first = given.get("temperature", 0.0)
+        increment = getattr(args, "temperature_increment_on_fallback", 0.2)
+        if increment is not None and increment < 0:
+            raise NpuEpError(f"--temperature-increment-on-fallback {increment}: must be positive (or 0 for none)")
+        steps = math.floor((1.0 - first) / increment + 1e-6) if increment and first < 1.0 else 0
+        given["temperature"] = tuple(round(first + k * increment, 6) for k in range(steps + 1))
+    DecodeOptions(**given)
+    return given
+
+
 def run(args: argparse.Namespace) -> int:
     from npu_ep.whisper.formats import render
     from npu_ep.whisper.pipeline import Pipeline
 
+    options = DecodeOptions(**decoding_options(args))
     if args.output_dir is not None:
         try:
             args.output_dir.mkdir(parents=True, exist_ok=True)
@@ -54,11 +133,18 @@ def run(args: argparse.Namespace) -> int:
                 "choose another --output-dir)"
             ) from None
     pipeline = Pipeline(args.model, args.device, args.threads)
-    pipeline.tokenizer.check_language(args.language, args.task)  # once, not once per file
+    pipeline.check(options)  # once, not once per file
     failed = 0
     for file in args.files:
         try:
-            segments, info = pipeline.transcribe(file, **decoding_options(args), progress=not args.quiet)
+            stream, info = pipeline.transcribe_iter(file, options, progress=not args.quiet)
+            if args.output_dir is None and args.format == "txt":
+                # Text on stdout: each segment as soon as it is decoded.
+                for segment in stream:
+                    sys.stdout.write(render([segment], info, "txt"))
+                    sys.stdout.flush()
+                continue
+            segments = list(stream)
             output = render(segments, info, args.format)
             if args.output_dir is None:
                 sys.stdout.write(output)

@@ -5,27 +5,22 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Iterator
 
 import numpy as np
 
 from npu_ep.errors import NpuEpError, first_line
 from npu_ep.whisper.audio import SAMPLE_RATE, AudioSource
-from npu_ep.whisper.decoding import TEMPERATURES, TIMESTAMP_SECONDS, Decoder, DecodeOptions, DecodeResult
+from npu_ep.whisper.decoding import TIMESTAMP_SECONDS, Decoder, DecodeOptions, DecodeResult
 from npu_ep.whisper.features import FRAME_SECONDS, HOP_LENGTH, WINDOW_FRAMES, encoder_features
 from npu_ep.whisper.model import WhisperOnnx
 from npu_ep.whisper.tokenizer import WhisperTokenizer
 
-# A window decoded above this temperature is too shaky to prompt the next one (openai/whisper's rule).
-_PROMPT_RESET_TEMPERATURE = 0.5
 _PROGRESS_MIN_SECONDS = 60.0
 # A window quieter than -60 dBFS RMS holds no speech; Whisper would still "hear" a word in it (tiny.en says
 # " you" to digital silence with a confident enough log-prob to pass the no-speech rule), so it is skipped
 # before the encoder runs.
 _SILENCE_RMS = 1e-3
-
-
-# Beams or samples decoded side by side: each holds its own key/value cache, so memory grows with it.
-MAX_CANDIDATES = 64
 
 
 @dataclass
@@ -38,6 +33,7 @@ class Segment:
     no_speech_prob: float
     temperature: float
     compression_ratio: float
+    language: str | None = None  # the language the window was decoded in
 
 
 @dataclass
@@ -54,13 +50,30 @@ class Timing:
 
 @dataclass
 class TranscriptionInfo:
+    """What was transcribed and how. With `Pipeline.transcribe_iter`, `language` and `timing` fill in as
+    the segments are consumed and are final once the iterator is exhausted."""
+
     language: str | None
     language_probability: float
     duration: float
     task: str
     model: str
     device: str
+    options: DecodeOptions = field(default_factory=DecodeOptions)
     timing: Timing = field(default_factory=Timing)
+
+
+@dataclass
+class Window:
+    """One decoded 30 s window: what a segment post-processor (such as word alignment) works from."""
+
+    seek: int  # first mel frame of the window in the audio
+    frames: int  # mel frames of audio in it
+    samples: np.ndarray
+    encoder_states: object  # an OrtValue [1, frames, d_model]
+    sot_sequence: list[int]
+    language: str | None
+    result: DecodeResult
 
 
 class Pipeline:
@@ -86,74 +99,92 @@ class Pipeline:
     def transcribe(
         self,
         audio: str | Path | np.ndarray,
+        options: DecodeOptions | None = None,
         *,
-        language: str | None = None,
-        task: str = "transcribe",
-        beam_size: int = DecodeOptions.beam_size,
-        best_of: int = DecodeOptions.best_of,
-        patience: float = DecodeOptions.patience,
-        temperature: float | tuple[float, ...] = TEMPERATURES,
-        compression_ratio_threshold: float | None = DecodeOptions.compression_ratio_threshold,
-        logprob_threshold: float | None = DecodeOptions.logprob_threshold,
-        no_speech_threshold: float | None = DecodeOptions.no_speech_threshold,
-        condition_on_previous_text: bool = True,
         sample_rate: int = SAMPLE_RATE,
         progress: bool = True,
+        **changes: Any,
     ) -> tuple[list[Segment], TranscriptionInfo]:
-        """Segments (start/end seconds, text, tokens, scores) and info (language, duration, timing).
+        """Segments (start/end seconds, text, tokens, scores) and info (language, duration, options, timing).
 
         `audio` is a file path or a float array of `sample_rate` Hz (mono, or samples x channels).
-        A progress bar goes to stderr for audio over a minute unless `progress` is False.
+        Decoding follows `options` (default `DecodeOptions()`) with any of its fields changed by keyword,
+        e.g. `beam_size=5`. A progress bar goes to stderr for audio over a minute unless `progress` is False.
         """
-        if task not in ("transcribe", "translate"):
-            raise NpuEpError(f"--task {task}: unknown task (use transcribe or translate)")
-        if not (1 <= beam_size <= MAX_CANDIDATES and 1 <= best_of <= MAX_CANDIDATES):
-            raise NpuEpError(f"--beam-size and best_of must be between 1 and {MAX_CANDIDATES}")
-        if not isinstance(temperature, (int, float)) and not tuple(temperature):
-            raise NpuEpError("temperature: give at least one value (e.g. 0.0)")
-        self.tokenizer.check_language(language, task)
-        options = DecodeOptions(
-            task=task,
-            beam_size=beam_size,
-            best_of=best_of,
-            patience=patience,
-            temperatures=(temperature,) if isinstance(temperature, (int, float)) else tuple(temperature),
-            compression_ratio_threshold=compression_ratio_threshold,
-            logprob_threshold=logprob_threshold,
-            no_speech_threshold=no_speech_threshold,
-        )
-        timing = Timing(load=self.load_seconds)
+        segments, info = self.transcribe_iter(audio, options, sample_rate=sample_rate, progress=progress, **changes)
+        return list(segments), info
+
+    def transcribe_iter(
+        self,
+        audio: str | Path | np.ndarray,
+        options: DecodeOptions | None = None,
+        *,
+        sample_rate: int = SAMPLE_RATE,
+        progress: bool = True,
+        **changes: Any,
+    ) -> tuple[Iterator[Segment], TranscriptionInfo]:
+        """As `transcribe`, but the segments come from an iterator as each window is decoded.
+
+        Options and the audio are checked before this returns (a bad file raises here); decoding runs
+        while the iterator is consumed, and `info.timing` is complete when it is exhausted.
+        """
+        options = DecodeOptions.from_kwargs(options, **changes)
+        self.check(options)
         started = time.perf_counter()
-        with AudioSource(audio, sample_rate) as source:
-            info = TranscriptionInfo(
-                # None until detected on the first spoken window (stays None for silence).
-                language=language if language or self.tokenizer.multilingual else "en",
-                language_probability=1.0,
-                duration=source.duration,
-                task=task,
-                model=self.model_dir.name,
-                device=self.device,
-                timing=timing,
-            )
-            timing.features += time.perf_counter() - started
-            segments = self._windows(source, options, info, condition_on_previous_text, progress)
-        timing.total = time.perf_counter() - started
-        timing.realtime = info.duration / timing.total if timing.total > 0 else 0.0
-        return segments, info
+        source = AudioSource(audio, sample_rate)
+        info = TranscriptionInfo(
+            # None until detected on the first spoken windows (stays None for silence).
+            language=options.language if options.language or self.tokenizer.multilingual else "en",
+            language_probability=1.0,
+            duration=source.duration,
+            task=options.task,
+            model=self.model_dir.name,
+            device=self.device,
+            options=options,
+            timing=Timing(load=self.load_seconds),
+        )
+        info.timing.features += time.perf_counter() - started
+        return self._segments(source, options, info, started, progress), info
+
+    def check(self, options: DecodeOptions) -> None:
+        """Raise a user error for options this model cannot follow (language, task, multilingual)."""
+        self.tokenizer.check_language(options.language, options.task)
+        if options.multilingual and not self.tokenizer.multilingual:
+            raise NpuEpError("--multilingual: this model is English-only (use a multilingual model, e.g. --model base)")
+
+    def _segments(
+        self, source: AudioSource, options: DecodeOptions, info: TranscriptionInfo, started: float, progress: bool
+    ) -> Iterator[Segment]:
+        timing = info.timing
+        try:
+            with source:
+                yield from self._windows(source, options, info, progress)
+        finally:
+            timing.total = time.perf_counter() - started
+            timing.realtime = info.duration / timing.total if timing.total > 0 else 0.0
+
+    def _clips(self, options: DecodeOptions, content_frames: int) -> list[tuple[int, int]]:
+        """The (start, end) mel-frame ranges to decode: `clip_timestamps`, or the whole audio."""
+        points = [round(t / FRAME_SECONDS) for t in options.clip_timestamps] or [0]
+        if len(points) % 2:
+            points.append(content_frames)
+        return [(start, min(end, content_frames)) for start, end in zip(points[::2], points[1::2])]
+
+    def _text_tokens(self, text: str | tuple[int, ...] | None) -> list[int]:
+        if text is None:
+            return []
+        return list(text) if not isinstance(text, str) else self.tokenizer.encode(" " + text.strip())
 
     def _windows(
-        self,
-        source: AudioSource,
-        options: DecodeOptions,
-        info: TranscriptionInfo,
-        condition_on_previous_text: bool,
-        progress: bool,
-    ) -> list[Segment]:
+        self, source: AudioSource, options: DecodeOptions, info: TranscriptionInfo, progress: bool
+    ) -> Iterator[Segment]:
         from tqdm import tqdm
 
         content_frames = source.n_samples // HOP_LENGTH
-        segments: list[Segment] = []
-        prompt: list[int] = []
+        prompt = self._text_tokens(options.initial_prompt)
+        prefix = self._text_tokens(options.prefix)
+        hotwords = self._text_tokens(options.hotwords)
+        detector = _LanguageDetector(self, options, info)
         seek = 0
         bar = tqdm(
             total=round(info.duration, 2),
@@ -165,41 +196,55 @@ class Pipeline:
             bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} s [{elapsed}<{remaining}]",
         )
         with bar:
-            while seek < content_frames:
-                clock = time.perf_counter()
-                samples = source.window(seek * HOP_LENGTH, WINDOW_FRAMES * HOP_LENGTH)
-                if len(samples) == 0:
-                    break  # the file held fewer samples than its header announced
-                segment_frames = min(WINDOW_FRAMES, content_frames - seek, -(-len(samples) // HOP_LENGTH))
-                samples = samples[: segment_frames * HOP_LENGTH]
-                silent = np.sqrt(np.mean(np.square(samples, dtype=np.float64))) < _SILENCE_RMS
-                result = None if silent else self._decode_window(samples, options, info, prompt, clock)
-                if result is None:  # no sound, or the model's no-speech verdict: skip the window
-                    seek += segment_frames
-                else:
-                    new_segments, advance = self._split(result, seek * FRAME_SECONDS, segment_frames)
-                    seek += advance
-                    for segment in new_segments:
-                        segment.end = min(segment.end, info.duration)
-                        segment.start = min(segment.start, segment.end)
-                        if segment.text.strip():
-                            segments.append(segment)
-                    if condition_on_previous_text and result.temperature <= _PROMPT_RESET_TEMPERATURE:
-                        # Only the last half-context of tokens can ever be a prompt: keep no more.
-                        prompt = [*prompt, *(t for s in new_segments for t in s.tokens)][-(self.decoder.sample_len - 1) :]
+            for clip_start, clip_end in self._clips(options, content_frames):
+                seek = max(seek, clip_start)
+                while seek < clip_end:
+                    clock = time.perf_counter()
+                    samples = source.window(seek * HOP_LENGTH, WINDOW_FRAMES * HOP_LENGTH)
+                    if len(samples) == 0:
+                        break  # the file held fewer samples than its header announced
+                    frames = min(WINDOW_FRAMES, clip_end - seek, -(-len(samples) // HOP_LENGTH))
+                    samples = samples[: frames * HOP_LENGTH]
+                    silent = np.sqrt(np.mean(np.square(samples, dtype=np.float64))) < _SILENCE_RMS
+                    window = None
+                    if not silent:
+                        # The prefix starts the first decoded window, where it replaces the hotwords.
+                        window = self._decode_window(
+                            seek, samples, options, info, detector, prompt,
+                            hotwords=[] if prefix else hotwords, prefix=prefix, clock=clock,
+                        )
+                        prefix = []
+                    if window is None:  # no sound, or the model's no-speech verdict: skip the window
+                        seek += frames
                     else:
-                        prompt = []
-                bar.update(min(round(seek * FRAME_SECONDS, 2), bar.total) - bar.n)
-        return segments
+                        result = window.result
+                        new_segments, advance = self._split(result, seek * FRAME_SECONDS, frames, window.language)
+                        seek += advance
+                        # Segment post-processors (e.g. word alignment) work here, from `window`.
+                        for segment in new_segments:
+                            segment.end = min(segment.end, info.duration)
+                            segment.start = min(segment.start, segment.end)
+                            if segment.text.strip():
+                                yield segment
+                        if options.condition_on_previous_text and result.temperature <= options.prompt_reset_on_temperature:
+                            # Only the last half-context of tokens can ever be a prompt: keep no more.
+                            prompt = [*prompt, *(t for s in new_segments for t in s.tokens)][-(self.decoder.sample_len - 1) :]
+                        else:
+                            prompt = []
+                    bar.update(min(round(seek * FRAME_SECONDS, 2), bar.total) - bar.n)
 
     def _decode_window(
         self,
+        seek: int,
         samples: np.ndarray,
         options: DecodeOptions,
         info: TranscriptionInfo,
+        detector: _LanguageDetector,
         prompt: list[int],
+        hotwords: list[int],
+        prefix: list[int],
         clock: float,
-    ) -> DecodeResult | None:
+    ) -> Window | None:
         """Features, encoder and decoder of one window (timed from `clock`); None when it holds no speech."""
         timing = info.timing
         features = encoder_features(samples, self.model.n_mels)
@@ -210,16 +255,16 @@ class Pipeline:
         timing.encoder += time.perf_counter() - clock
 
         clock = time.perf_counter()
-        if info.language is None:
-            # As openai/whisper does: the language of the first spoken window holds for the file.
-            info.language, info.language_probability = self.decoder.detect_language(encoder_states)
-        sot_sequence = self.tokenizer.sot_sequence(info.language, options.task)
-        result = self.decoder.decode(encoder_states, sot_sequence, prompt, options)
+        language = detector.language(encoder_states)
+        sot_sequence = self.tokenizer.sot_sequence(language, options.task)
+        result = self.decoder.decode(encoder_states, sot_sequence, prompt, options, hotwords=hotwords, prefix=prefix)
         timing.decoder += time.perf_counter() - clock
-        return None if result.no_speech else result
+        if result.no_speech:
+            return None
+        return Window(seek, len(samples) // HOP_LENGTH, samples, encoder_states, sot_sequence, language, result)
 
     def _split(
-        self, result: DecodeResult, time_offset: float, segment_frames: int
+        self, result: DecodeResult, time_offset: float, segment_frames: int, language: str | None
     ) -> tuple[list[Segment], int]:
         """Cut a window's tokens into segments at timestamp pairs; the frames to advance (seek)."""
         tb = self.tokenizer.timestamp_begin
@@ -238,6 +283,7 @@ class Pipeline:
                 no_speech_prob=result.no_speech_prob,
                 temperature=result.temperature,
                 compression_ratio=result.compression_ratio,
+                language=language,
             )
 
         if not cuts:
@@ -268,7 +314,41 @@ def transcribe(
     *,
     device: str = "cpu",
     threads: int | None = None,
-    **options,
+    **options: Any,
 ) -> tuple[list[Segment], TranscriptionInfo]:
     """One-off transcription: load `model`, transcribe `audio` (options as Pipeline.transcribe)."""
     return Pipeline(model, device, threads).transcribe(audio, **options)
+
+
+class _LanguageDetector:
+    """The language of each window, detected as faster-whisper does.
+
+    With a language given, or an English-only model, it is that language. Otherwise the first spoken
+    windows vote, one at a time: the first whose likeliest language is more probable than
+    `language_detection_threshold` decides, else the most frequent after `language_detection_segments`
+    windows (earlier windows are decoded in their own likeliest language). With `multilingual`, every
+    window is decoded in the language detected on it.
+    """
+
+    def __init__(self, pipeline: Pipeline, options: DecodeOptions, info: TranscriptionInfo) -> None:
+        self._decoder = pipeline.decoder
+        self._options = options
+        self._info = info
+        self._decided = info.language is not None
+        self._votes: list[tuple[str, float]] = []
+
+    def language(self, encoder_states) -> str | None:
+        options, info = self._options, self._info
+        if self._decided and not options.multilingual:
+            return info.language
+        language, probability = self._decoder.detect_language(encoder_states)
+        if not self._decided:
+            self._votes.append((language, probability))
+            threshold = options.language_detection_threshold
+            if (threshold is None or probability > threshold
+                    or len(self._votes) >= options.language_detection_segments):
+                codes = [code for code, _ in self._votes]
+                info.language = max(codes, key=codes.count) if not (threshold is None or probability > threshold) else language
+                info.language_probability = max(p for code, p in self._votes if code == info.language)
+                self._decided = True
+        return language
