@@ -260,11 +260,11 @@ def test_decode_options_validate_themselves() -> None:
 
 
 def test_ranker_length_penalty() -> None:
-    short, long = ([1, 2], -2.0), ([1, 2, 3, 4, 5, 6], -4.2)
-    assert MaximumLikelihoodRanker(None).rank([short, long]) == 1  # -0.7 per token beats -1.0
+    short, long = ([1, 2], -2.0), ([1, 2, 3, 4, 5, 6], -3.0)
+    assert MaximumLikelihoodRanker(None).rank([short, long]) == 1  # -0.5 per token beats -1.0
     # Google NMT's penalty at alpha 0 is no length norm at all: the higher total wins.
     assert MaximumLikelihoodRanker(0.0).rank([short, long]) == 0
-    assert MaximumLikelihoodRanker(1.0).rank([short, long]) == 1
+    assert MaximumLikelihoodRanker(1.0).rank([short, long]) == 1  # -3 / (11 / 6) beats -2 / (7 / 6)
 
 
 def test_prefix_is_forced_and_hotwords_prompt(random_parts, encoder_states, monkeypatch: pytest.MonkeyPatch) -> None:
