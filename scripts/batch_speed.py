@@ -1,7 +1,7 @@
 """Files/hour and ×realtime of `npu-ep batch` layouts against a plain `npu-ep transcribe` of the same files,
 and what a Ray worker costs (start-up seconds, RSS).
 
-    python scripts/batch_speed.py AUDIO... [--copies 4] [--model tiny.en] [--cores 2]
+    python scripts/batch_speed.py AUDIO... [--copies 4] [--model tiny.en] [--cores 2] [--rounds 1]
 
 Each configuration runs as its own process, start-up included, on COPIES copies of the given files.
 """
@@ -11,6 +11,7 @@ import argparse
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -88,6 +89,7 @@ def main() -> None:
     parser.add_argument("--copies", type=int, default=4)
     parser.add_argument("--model", default="tiny.en")
     parser.add_argument("--cores", type=int, default=os.cpu_count())
+    parser.add_argument("--rounds", type=int, default=1, help="interleaved rounds; the median wall time is kept")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="batch-speed-"))
     files = []
@@ -104,13 +106,19 @@ def main() -> None:
     layouts = [(1, args.cores)] + ([(args.cores, 1)] if args.cores > 1 else [])
     for workers, threads in layouts:
         runs[f"npu-ep batch, {workers} worker(s) x {threads} thread(s)"] = [
-            *npu_ep, "batch", str(work / "in"), "--output-dir", str(work / f"batch{workers}x{threads}"),
+            *npu_ep, "batch", str(work / "in"), "--output-dir", str(work / "batch"),
             "--model", args.model, "--workers", str(workers), "--threads-per-worker", str(threads), "--quiet"]
     print(f"{len(files)} files, {audio_seconds:.1f} s of audio; load before: {os.getloadavg()[0]:.2f}")
-    for name, command in runs.items():
-        wall = _timed(command)
+    walls: dict[str, list[float]] = {name: [] for name in runs}
+    for _ in range(args.rounds):
+        for name, command in runs.items():
+            shutil.rmtree(work / "batch", ignore_errors=True)
+            walls[name].append(_timed(command))
+    for name, times in walls.items():
+        wall = statistics.median(times)
         print(json.dumps({"run": name, "wall_s": round(wall, 2), "files_per_hour": round(len(files) * 3600 / wall),
-                          "realtime": round(audio_seconds / wall, 2), "load": round(os.getloadavg()[0], 2)}))
+                          "realtime": round(audio_seconds / wall, 2), "rounds": [round(t, 1) for t in times]}))
+    print(f"load after: {os.getloadavg()[0]:.2f}")
     print(json.dumps({"ray": {key: round(value, 2) for key, value in ray_overhead(args.model).items()}}))
     shutil.rmtree(work)
 

@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -177,6 +178,19 @@ def test_batch_without_ray_says_how_to_install_it(tmp_path):
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
         'npu-ep: error: npu-ep batch needs Ray, which is not installed (pip install "npu-ep[cluster]")']
+
+
+def test_unreachable_cluster_is_one_line(tmp_path):
+    pytest.importorskip("ray")
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    result = subprocess.run([sys.executable, "-m", "npu_ep", "batch", str(SAMPLES), "--output-dir", str(tmp_path),
+                             "--ray", f"127.0.0.1:{port}"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        f"npu-ep: error: --ray 127.0.0.1:{port}: no Ray cluster answers there (Connection refused; "
+        "start one with `ray start --head` or leave out --ray)"]
 
 
 def test_discovery_lists_and_output_names(tmp_path):

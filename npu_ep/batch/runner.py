@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -71,12 +72,25 @@ def _probe_duration(path: Path) -> float:
     return source.duration
 
 
+def _check_reachable(address: str) -> None:
+    """A HOST:PORT that nothing answers on is a one-line error now, not minutes of Ray's connection retries."""
+    host, _, port = address.rpartition(":")
+    if address == "auto" or "://" in address or not port.isdigit():
+        return
+    try:
+        socket.create_connection((host or "127.0.0.1", int(port)), timeout=5).close()
+    except OSError as error:
+        raise NpuEpError(f"--ray {address}: no Ray cluster answers there ({error.strerror or error}; "
+                         "start one with `ray start --head` or leave out --ray)") from None
+
+
 def _start_ray(ray, address: str | None, cpus: int | None) -> bool:
     """Connect to `address` ("auto" or host:port), or start a local Ray runtime; True when it is ours to stop."""
     if ray.is_initialized():
         return False
     quiet = {"logging_level": logging.ERROR, "log_to_driver": True}
     if address is not None:
+        _check_reachable(address)
         try:
             ray.init(address=address, **quiet)
         except (ConnectionError, RuntimeError, ValueError) as error:
