@@ -123,10 +123,16 @@ class Manifest:
     path: Path
 
 
+@functools.lru_cache(maxsize=None)
+def _shipped() -> Path:
+    # Looked up once: finding an installed copy asks sysconfig, ~3 ms a call (once per dispatch, measured).
+    return shipped("kernels")
+
+
 def kernels_dir() -> Path:
     """`$NPU_EP_KERNELS`, else the project's kernels/ (checkout or installed)."""
     env = os.environ.get("NPU_EP_KERNELS")
-    return Path(env).expanduser() if env else shipped("kernels")
+    return Path(env).expanduser() if env else _shipped()
 
 
 @functools.lru_cache(maxsize=None)
@@ -152,7 +158,7 @@ def manifest() -> Manifest:
     the shipped designs and no artifacts yet."""
     path = kernels_dir() / "manifest.json"
     if not path.exists():
-        path = shipped("kernels") / "manifest.json"
+        path = _shipped() / "manifest.json"
     if not path.exists():
         raise NpuEpError(f"{path}: kernel manifest missing (set NPU_EP_KERNELS to the project's kernels/ folder)")
     return _read(path, path.stat().st_mtime_ns)  # re-read when `npu-ep kernels build` records artifacts

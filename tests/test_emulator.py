@@ -131,3 +131,11 @@ def test_an_xclbin_built_for_one_shape_refuses_another():
     assert "instructions built for shape (512, 64, 128), the xclbin for (256, 64, 128)" in xrt.stats.refusals[-1]
     state, _ = run_gemm(small, a, b, np.float32)
     assert state == xrt.ert_cmd_state.ERT_CMD_STATE_COMPLETED
+
+
+def test_without_compute_nests():
+    with xrt.without_compute():
+        with xrt.without_compute():  # e.g. a session's warm-up inside a host-time benchmark
+            pass
+        assert not xrt._computing
+    assert xrt._computing

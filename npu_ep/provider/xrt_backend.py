@@ -87,6 +87,7 @@ class Backend:
         self._device = None
         self._unavailable: str | None = None
         self._kernels: dict[str, _Kernel] = {}   # artifact identity -> opened artifact
+        self._designs: dict[str, Design] = {}    # design name -> Design, looked up once per session
         self._nodes: dict[str, _Node] = {}
         self._cpu_nodes: dict[str, str] = {}
         self.warnings: list[str] = []
@@ -244,8 +245,14 @@ class Backend:
         self._nodes[key] = node
         return node
 
+    def _design(self, name: str) -> Design:
+        found = self._designs.get(name)
+        if found is None:
+            found = self._designs[name] = kernels.design(name)
+        return found
+
     def _gemm(self, key: str, design_name: str, a: np.ndarray, w, w_id: bytes, a_zero: int) -> np.ndarray:
-        design = kernels.design(design_name)
+        design = self._design(design_name)
         lead = a.shape[:-1]
         rows = a.reshape(-1, a.shape[-1])
         M = rows.shape[0]
@@ -275,7 +282,7 @@ class Backend:
 
     def _run_activations(self, key: str, design_name: str, shape: tuple[int, ...],
                          inputs: dict[str, np.ndarray]) -> np.ndarray:
-        design = kernels.design(design_name)
+        design = self._design(design_name)
         node = self._node(key, design, None, b"", 0)
         kernel = self._kernel(design.artifact(*shape))
         prepared = node.runs.get(kernel.artifact.identity) or self._prepare(node, kernel, {})
