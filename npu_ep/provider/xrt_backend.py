@@ -69,6 +69,7 @@ class _Node:
     weight_bo: object = None
     colsum: np.ndarray | None = None  # int8: column sums of the weight, for the activation zero point
     runs: dict = field(default_factory=dict)  # artifact identity -> _Run
+    by_rows: dict = field(default_factory=dict)  # gemm: M -> its _Run (no artifact lookup per call)
 
 
 def fingerprint(weight: np.ndarray) -> bytes:
@@ -257,8 +258,11 @@ class Backend:
         rows = a.reshape(-1, a.shape[-1])
         M = rows.shape[0]
         node = self._node(key, design, w, w_id, M)
-        kernel = self._kernel(design.artifact(M, node.K, node.N))
-        prepared = node.runs.get(kernel.artifact.identity) or self._prepare(node, kernel, {"b": node.weight_bo})
+        prepared = node.by_rows.get(M)
+        if prepared is None:
+            kernel = self._kernel(design.artifact(M, node.K, node.N))
+            prepared = node.runs.get(kernel.artifact.identity) or self._prepare(node, kernel, {"b": node.weight_bo})
+            node.by_rows[M] = prepared
         a_view, c_view = prepared.views["a"], prepared.views["c"]
         if design.dtype_in == "bf16":
             bf16.pack(rows, a_view)
