@@ -89,7 +89,7 @@ def compile_artifact(artifact: kernels.Artifact, workdir: Path) -> tuple[Path, P
     peano = Path(os.environ.get("PEANO_INSTALL_DIR") or Path(importlib.util.find_spec("llvm_aie").origin).parent)
     target = "aie2-none-unknown-elf" if artifact.design.device == "npu1" else "aie2p-none-unknown-elf"
     _tool([str(peano / "bin" / "clang++"), f"--target={target}", "-O2", "-std=c++20", "-fno-exceptions",
-           f"-I{aie_root / 'include'}", f"-I{aie_root / 'aie_runtime_lib' / ('AIE2' if target.startswith('aie2-') else 'AIE2P')}",
+           f"-I{aie_root / 'include'}", f"-I{shipped('kernels') / 'designs'}", f"-I{aie_root / 'aie_runtime_lib' / ('AIE2' if target.startswith('aie2-') else 'AIE2P')}",
            *flags, "-c", str(source_path), "-o", obj], workdir)
     (workdir / "aie.mlir").write_text(str(module.program(artifact)))
     xclbin, insts = workdir / artifact.xclbin, workdir / artifact.insts

@@ -3,7 +3,8 @@
 The designs' memory budgets for every artifact the build would make, shape selection from the
 models' placement, the manifest update after a build (the compile step stubbed: it is the only part
 that needs mlir-aie's compilers), the real-device path through recorded artifacts, verification
-against numpy, and the one-line message when the toolchain is missing.
+against numpy, the one-line message when the toolchain is missing, and our core kernels' arithmetic
+(plain C++, built here for the host) against numpy.
 """
 from __future__ import annotations
 
@@ -122,3 +123,54 @@ def test_build_without_the_toolchain_says_what_is_missing_and_exits_2():
     assert len(lines) == 1, done.stderr
     assert "mlir-aie's toolchain is missing (the mlir-aie Python package (aie)" in lines[0]
     assert "https://github.com/Xilinx/mlir-aie" in lines[0]
+
+
+def _core_kernel(tmp_path, source: str, defines: dict) -> "ctypes.CDLL":
+    """One of our core kernels built for this host (the same C++ Peano compiles for the AIE cores)."""
+    import ctypes
+
+    library = tmp_path / f"{source}.so"
+    flags = [f"-D{name}={value}" for name, value in defines.items()]
+    subprocess.run(["g++", "-O2", "-shared", "-fPIC", *flags, str(kernel_build.shipped("kernels") / "designs" / source),
+                    "-o", str(library)], check=True, capture_output=True)
+    return ctypes.CDLL(str(library))
+
+
+def test_the_softmax_core_kernel_computes_softmax_over_the_valid_length(tmp_path):
+    import ctypes
+
+    from npu_ep.provider import bf16
+
+    rows, cols, valid = 4, 48, 37
+    lib = _core_kernel(tmp_path, "softmax_rows.cc", {"ROWS": rows, "COLS": cols, "VALID": valid})
+    x = bf16.from_f32(np.random.default_rng(0).standard_normal((rows, cols), dtype=np.float32) * 4)
+    y = np.full((rows, cols), 0xFFFF, np.uint16)
+    lib.softmax_rows(ctypes.c_void_p(x.ctypes.data), ctypes.c_void_p(y.ctypes.data))
+    values = bf16.to_f32(x)[:, :valid].astype(np.float64)
+    expected = np.exp(values - values.max(axis=1, keepdims=True))
+    expected /= expected.sum(axis=1, keepdims=True)
+    got = bf16.to_f32(y)
+    assert np.abs(got[:, :valid] - expected).max() <= 2.0 ** -8  # bf16 output rounding
+    assert (got[:, valid:] == 0).all()
+
+
+def test_the_attention_core_kernel_matches_softmax_attention_with_masked_keys(tmp_path):
+    import ctypes
+
+    from npu_ep.provider import bf16
+
+    sq, tk, d, valid = 8, 16, 32, 40  # three key blocks, the last one partly masked
+    lib = _core_kernel(tmp_path, "attention_block.cc", {"SQ": sq, "TK": tk, "HEAD_DIM": d, "VALID": valid})
+    rng = np.random.default_rng(1)
+    q, k, v = (bf16.from_f32(rng.standard_normal(shape, dtype=np.float32)) for shape in ((sq, d), (48, d), (48, d)))
+    out = np.zeros((sq, d), np.float32)
+    lib.attention_begin()
+    for block in range(3):
+        lib.attention_step(ctypes.c_void_p(q.ctypes.data), ctypes.c_void_p(k[block * tk:].ctypes.data),
+                           ctypes.c_void_p(v[block * tk:].ctypes.data))
+    lib.attention_end(ctypes.c_void_p(out.ctypes.data))
+    qf, kf, vf = (bf16.to_f32(t).astype(np.float64) for t in (q, k, v))
+    scores = qf @ kf[:valid].T / np.sqrt(d)
+    p = np.exp(scores - scores.max(axis=1, keepdims=True))
+    expected = (p / p.sum(axis=1, keepdims=True)) @ vf[:valid]
+    assert np.abs(out - expected).max() < 1e-4  # fp32 arithmetic on exact bf16 inputs

@@ -4,23 +4,8 @@
 // vectorised). Built per artifact with -DSQ -DTK -DHEAD_DIM -DVALID. Never compiled on the
 // machines this project was developed on.
 #include <math.h>
-#include <stdint.h>
 
-static inline float bf16_to_float(uint16_t bits) {
-  union { uint32_t u; float f; } v = {(uint32_t)bits << 16};
-  return v.f;
-}
-
-static inline float exp_nonpositive(float x) {  // as in softmax_rows.cc
-  float y = x * 1.4426950409f;
-  if (y < -126.0f) return 0.0f;
-  int whole = (int)y;
-  if ((float)whole > y) whole -= 1;
-  float f = y - (float)whole;
-  float p = 1.0f + f * (0.6931472f + f * (0.2402265f + f * (0.0555041f + f * (0.0096181f + f * 0.0013333f))));
-  union { uint32_t u; float f; } scale = {(uint32_t)(whole + 127) << 23};
-  return p * scale.f;
-}
+#include "bf16_math.h"
 
 static float scores[SQ * TK];
 static float acc[SQ * HEAD_DIM];
