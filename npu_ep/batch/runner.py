@@ -149,7 +149,10 @@ def transcribe_batch(
     a file already done there with the same content, model and settings is skipped. A file whose worker
     dies is retried on another worker up to `retries` times, then recorded as failed.
     """
+    from npu_ep.whisper.decoding import DecodeOptions
+
     ray = _import_ray()
+    DecodeOptions.from_kwargs(None, **options)  # a bad option is one line now, not one per worker
     started = time.perf_counter()
     output_dir = Path(output_dir)
     files = discover(inputs, exclude=output_dir)

@@ -13,15 +13,16 @@ class TranscribeWorker:
     killing the worker, so the run stops with the one-line cause."""
 
     def __init__(self, model: str, device: str, threads: int, options: dict, formats: tuple[str, ...]) -> None:
+        from npu_ep.whisper.decoding import DecodeOptions
         from npu_ep.whisper.pipeline import Pipeline
 
-        self.options = options
         self.formats = formats
         self.where = f"{socket.gethostname()}:{os.getpid()}"
         self.error: str | None = None
         try:
             self.pipeline = Pipeline(model, device, threads)
-            self.pipeline.tokenizer.check_language(options.get("language"), options.get("task", "transcribe"))
+            self.decode_options = DecodeOptions.from_kwargs(None, **options)
+            self.pipeline.check(self.decode_options)  # once: options the model cannot follow stop the run
         except NpuEpError as error:
             self.error = str(error)
         except Exception as error:  # any load failure ends the run with its cause
@@ -37,7 +38,7 @@ class TranscribeWorker:
 
         started = time.perf_counter()
         try:
-            segments, info = self.pipeline.transcribe(path, **self.options, progress=False)
+            segments, info = self.pipeline.transcribe(path, self.decode_options, progress=False)
             outputs = {fmt: render(segments, info, fmt) for fmt in self.formats}
         except NpuEpError as error:
             return {"status": "failed", "error": str(error), "seconds": time.perf_counter() - started,
