@@ -17,6 +17,7 @@ from npu_ep.batch.progress import BatchProgress
 from npu_ep.batch.worker import TranscribeWorker
 from npu_ep.errors import NpuEpError
 from npu_ep.paths import sha256_file
+from npu_ep.whisper.formats import FORMATS
 
 log = logging.getLogger(__name__)
 
@@ -153,12 +154,14 @@ def transcribe_batch(
 
     ray = _import_ray()
     DecodeOptions.from_kwargs(None, **options)  # a bad option is one line now, not one per worker
+    if format not in FORMATS:
+        raise NpuEpError(f"format {format!r}: unknown (use one of {', '.join(FORMATS)})")
     started = time.perf_counter()
     output_dir = Path(output_dir)
     files = discover(inputs, exclude=output_dir)
     names = output_names(files, format)
     model_id = os.path.abspath(model) if Path(model).is_dir() else str(model)
-    settings = {"format": format, **{key: value for key, value in sorted(options.items())}}
+    settings = {"format": format, **dict(sorted(options.items()))}
     summary = BatchSummary()
     with ResultsManifest(output_dir) as manifest:
         summary.manifest = manifest.path
