@@ -41,14 +41,17 @@ def _version(package: str) -> str:
 def exported_models(folder: Path) -> list[tuple[str, str]]:
     """(folder name, one-line summary) of each exported model folder directly under `folder`."""
     from npu_ep.model_folder import read_manifest
-    from npu_ep.whisper.spec import ONNX_FILES
+    from npu_ep.whisper.spec import ONNX_FILES, ModelDims
 
     models = []
     for path in sorted(folder.iterdir()) if folder.is_dir() else []:
         manifest = read_manifest(path) if path.is_dir() else None
         if manifest is None:
             continue
-        dims = manifest.get("dims", {})
+        try:
+            dims = ModelDims.from_manifest(manifest).as_dict()
+        except (KeyError, TypeError, ValueError):  # a damaged manifest still gets its line
+            dims = {}
         # The exported graphs only, from the manifest: partitioned copies beside them are derived.
         size_mb = sum(manifest.get("file_sizes", {}).get(name, 0) for name in ONNX_FILES) / 1e6
         parts = [

@@ -65,13 +65,13 @@ def test_whisper_weights_survive_conversion_both_ways(random_state):
     assert np.array_equal(back["proj_out.weight"], random_state["model.decoder.embed_tokens.weight"])
     for name, value in random_state.items():
         assert np.array_equal(back[name], value), name
-    assert ct2_dims(model)["n_audio_layer"] == 2 and ct2_dims(model)["n_text_head"] == 4
+    assert ct2_dims(model).n_audio_layer == 2 and ct2_dims(model).n_text_head == 4
 
 
 def test_reads_the_real_tiny_en_package():
     model = read_model_bin(ct2_model_dir("tiny.en") / "model.bin")
     dims = ct2_dims(model)
-    assert (dims["n_audio_state"], dims["n_audio_layer"], dims["n_audio_head"], dims["n_vocab"]) == (384, 4, 6, 51864)
+    assert (dims.n_audio_state, dims.n_audio_layer, dims.n_audio_head, dims.n_vocab) == (384, 4, 6, 51864)
     assert model.aliases["decoder/projection/weight"] == "decoder/embeddings/weight"
 
 
@@ -80,7 +80,7 @@ def test_base_parts_are_joined_once_into_a_loadable_folder():
     assert sorted(p.name for p in folder.iterdir() if not p.name.startswith(".")) == [
         "config.json", "model.bin", "tokenizer.json", "vocabulary.txt"]
     dims = ct2_dims(read_model_bin(folder / "model.bin"))
-    assert (dims["n_audio_state"], dims["n_text_layer"], dims["n_text_head"], dims["n_vocab"]) == (512, 6, 8, 51865)
+    assert (dims.n_audio_state, dims.n_text_layer, dims.n_text_head, dims.n_vocab) == (512, 6, 8, 51865)
     stamp = (folder / "model.bin").stat().st_mtime_ns
     assert ct2_model_dir("base") == folder and (folder / "model.bin").stat().st_mtime_ns == stamp
 

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
+from npu_ep.whisper.spec import ENCODER_FILE, ENCODER_FRAMES, INPUT_FEATURES
+
 # The seed project's own report (PHASE2_QUICK_REFERENCE.md): 54.4 ms per 64x64 kernel call, 3,008 calls
 # for one (3001x512)@(512x512) projection.
 SEED_MS_PER_CALL = 54.4
@@ -116,12 +118,12 @@ def _cpu_encoder_ms(encoder: Path, repeat: int = 3) -> float:
 
     session = create_session(encoder, "cpu")
     n_mels = session.get_inputs()[0].shape[1]
-    x = np.random.default_rng(2).standard_normal((1, n_mels, 3000), dtype=np.float32)
-    session.run(None, {"input_features": x})
+    x = np.random.default_rng(2).standard_normal((1, n_mels, ENCODER_FRAMES), dtype=np.float32)
+    session.run(None, {INPUT_FEATURES: x})
     times = []
     for _ in range(repeat):
         start = time.perf_counter()
-        session.run(None, {"input_features": x})
+        session.run(None, {INPUT_FEATURES: x})
         times.append((time.perf_counter() - start) * 1e3)
     return statistics.median(times)
 
@@ -167,7 +169,7 @@ def npu_report(model_dirs: list[Path]) -> tuple[str, dict]:
                   "dispatches_1500x512x512": _dispatches(1500, 512, 512), "encoders": []}
     calibration = calibrate.calibration()
     for folder in model_dirs:
-        encoder = Path(folder) / "encoder_model.onnx"
+        encoder = Path(folder) / ENCODER_FILE
         measured = _cpu_encoder_ms(encoder)
         row = {"model": Path(folder).name, "cpu_measured_ms": measured, "host_cpu": _host_cpu_per_pass(encoder)}
         for device in ("xdna1", "xdna2"):

@@ -14,6 +14,8 @@ import numpy as np
 
 from npu_ep.errors import NpuEpError
 from npu_ep.export.ctranslate2 import Ct2Model, read_model_bin
+from npu_ep.whisper.spec import (LANGUAGE_TOKEN, MAX_INITIAL_TIMESTAMP_INDEX, NO_SPEECH_OLD, SPECIAL_TOKENS, ModelDims,
+                                 is_multilingual)
 
 # (CT2 name, transformers names): several transformers names are concatenated along rows in CT2;
 # None marks Whisper's k_proj bias, which transformers lacks and CT2 stores as zeros.
@@ -67,24 +69,28 @@ def _count_layers(model: Ct2Model, side: str) -> int:
     return len({match.group(1) for name in model.variables if (match := re.match(rf"{side}/layer_(\d+)/", name))})
 
 
-def ct2_dims(model: Ct2Model) -> dict[str, int]:
-    """Whisper's dimensions, read from the shapes of the weights (names as in OpenAI's ModelDimensions)."""
+def ct2_dims(model: Ct2Model) -> ModelDims:
+    """Whisper's dimensions, read from the shapes of the weights."""
     try:
-        return {
-            "n_mels": int(model.get("encoder/conv1/weight").shape[1]),
-            "n_vocab": int(model.get("decoder/embeddings/weight").shape[0]),
-            "n_audio_ctx": int(model.get("encoder/position_encodings/encodings").shape[0]),
-            "n_audio_state": int(model.get("encoder/conv1/weight").shape[0]),
-            "n_audio_head": int(model.get("encoder/num_heads")),
-            "n_audio_layer": _count_layers(model, "encoder"),
-            "n_text_ctx": int(model.get("decoder/position_encodings/encodings").shape[0]),
-            "n_text_state": int(model.get("decoder/embeddings/weight").shape[1]),
-            "n_text_head": int(model.get("decoder/num_heads")),
-            "n_text_layer": _count_layers(model, "decoder"),
-            "n_ffn": int(model.get("encoder/layer_0/ffn/linear_0/weight").shape[0]),
-        }
+        return ModelDims(
+            n_mels=int(model.get("encoder/conv1/weight").shape[1]),
+            n_vocab=int(model.get("decoder/embeddings/weight").shape[0]),
+            n_audio_ctx=int(model.get("encoder/position_encodings/encodings").shape[0]),
+            n_audio_state=int(model.get("encoder/conv1/weight").shape[0]),
+            n_audio_head=int(model.get("encoder/num_heads")),
+            n_audio_layer=_count_layers(model, "encoder"),
+            n_text_ctx=int(model.get("decoder/position_encodings/encodings").shape[0]),
+            n_text_state=int(model.get("decoder/embeddings/weight").shape[1]),
+            n_text_head=int(model.get("decoder/num_heads")),
+            n_text_layer=_count_layers(model, "decoder"),
+        )
     except KeyError as error:
         raise NpuEpError(f"model.bin lacks Whisper variable {error} (not a CTranslate2 Whisper model)") from None
+
+
+def ct2_ffn_dim(model: Ct2Model) -> int:
+    """The feed-forward width (not one of openai/whisper's dims: it is 4 x n_audio_state there)."""
+    return int(model.get("encoder/layer_0/ffn/linear_0/weight").shape[0])
 
 
 def ct2_to_state_dict(model: Ct2Model) -> dict[str, np.ndarray]:
@@ -93,7 +99,7 @@ def ct2_to_state_dict(model: Ct2Model) -> dict[str, np.ndarray]:
         raise NpuEpError(f"model.bin holds a {model.spec_name}, not a WhisperSpec (use a Whisper checkpoint)")
     dims = ct2_dims(model)
     state: dict[str, np.ndarray] = {}
-    for ct2_name, hf_names in variable_map(dims["n_audio_layer"], dims["n_text_layer"]):
+    for ct2_name, hf_names in variable_map(dims.n_audio_layer, dims.n_text_layer):
         if ct2_name not in model.variables and ct2_name not in model.aliases:
             raise NpuEpError(f"model.bin lacks Whisper variable {ct2_name} (the file is not a complete Whisper model)")
         value = model.get(ct2_name).astype(np.float32)
@@ -124,19 +130,9 @@ def state_dict_to_ct2(state: dict[str, np.ndarray], encoder_heads: int, decoder_
 def special_tokens(tokenizer_json: Path) -> dict[str, int]:
     """Whisper's special-token ids by name, read from the tokenizer's added tokens."""
     added = {token["content"]: token["id"] for token in json.loads(tokenizer_json.read_text())["added_tokens"]}
-    names = {
-        "eot": "<|endoftext|>",
-        "sot": "<|startoftranscript|>",
-        "sot_prev": "<|startofprev|>",
-        "sot_lm": "<|startoflm|>",
-        "no_timestamps": "<|notimestamps|>",
-        "transcribe": "<|transcribe|>",
-        "translate": "<|translate|>",
-        "no_speech": "<|nospeech|>",
-    }
-    ids = {key: added[token] for key, token in names.items() if token in added}
-    if "no_speech" not in ids and "<|nocaptions|>" in added:  # older tokenizers' name for the same token
-        ids["no_speech"] = added["<|nocaptions|>"]
+    ids = {key: added[token] for key, token in SPECIAL_TOKENS.items() if token in added}
+    if "no_speech" not in ids and NO_SPEECH_OLD in added:
+        ids["no_speech"] = added[NO_SPEECH_OLD]
     missing = {"eot", "sot", "no_timestamps"} - ids.keys()
     if missing:
         raise NpuEpError(f"{tokenizer_json}: not a Whisper tokenizer (no {', '.join(sorted(missing))} token)")
@@ -149,30 +145,30 @@ def language_tokens(tokenizer_json: Path, lang_ids: list[int]) -> dict[str, int]
     return {by_id[i]: i for i in lang_ids if i in by_id}
 
 
-def write_hf_folder(ct2_dir: Path, out_dir: Path) -> dict:
+def write_hf_folder(ct2_dir: Path, out_dir: Path) -> ModelDims:
     """Convert the CT2 folder `ct2_dir` into a transformers Whisper folder at `out_dir`; returns its dims."""
     import torch
     from transformers import WhisperConfig, WhisperForConditionalGeneration
 
     model_bin = read_model_bin(ct2_dir / "model.bin")
-    dims = ct2_dims(model_bin)
+    dims, ffn_dim = ct2_dims(model_bin), ct2_ffn_dim(model_bin)
     state = ct2_to_state_dict(model_bin)
     del model_bin
     tokenizer_json = ct2_dir / "tokenizer.json"
     ids = special_tokens(tokenizer_json)
     settings = json.loads((ct2_dir / "config.json").read_text())
     config = WhisperConfig(
-        vocab_size=dims["n_vocab"],
-        num_mel_bins=dims["n_mels"],
-        d_model=dims["n_audio_state"],
-        encoder_layers=dims["n_audio_layer"],
-        decoder_layers=dims["n_text_layer"],
-        encoder_attention_heads=dims["n_audio_head"],
-        decoder_attention_heads=dims["n_text_head"],
-        encoder_ffn_dim=dims["n_ffn"],
-        decoder_ffn_dim=dims["n_ffn"],
-        max_source_positions=dims["n_audio_ctx"],
-        max_target_positions=dims["n_text_ctx"],
+        vocab_size=dims.n_vocab,
+        num_mel_bins=dims.n_mels,
+        d_model=dims.n_audio_state,
+        encoder_layers=dims.n_audio_layer,
+        decoder_layers=dims.n_text_layer,
+        encoder_attention_heads=dims.n_audio_head,
+        decoder_attention_heads=dims.n_text_head,
+        encoder_ffn_dim=ffn_dim,
+        decoder_ffn_dim=ffn_dim,
+        max_source_positions=dims.n_audio_ctx,
+        max_target_positions=dims.n_text_ctx,
         pad_token_id=ids["eot"],
         bos_token_id=ids["eot"],
         eos_token_id=ids["eot"],
@@ -182,7 +178,7 @@ def write_hf_folder(ct2_dir: Path, out_dir: Path) -> dict:
     model.load_state_dict({key: torch.from_numpy(value) for key, value in state.items()}, strict=True)
     model.generation_config = generation_config(config, settings, tokenizer_json)
     model.save_pretrained(out_dir)
-    save_tokenizer_and_preprocessor(tokenizer_json, dims["n_mels"], dims["n_text_ctx"], out_dir)
+    save_tokenizer_and_preprocessor(tokenizer_json, dims.n_mels, dims.n_text_ctx, out_dir)
     return dims
 
 
@@ -204,7 +200,7 @@ def generation_config(config, settings: dict, tokenizer_json: Path):
         no_timestamps_token_id=ids["no_timestamps"],
         prev_sot_token_id=ids.get("sot_prev"),
         is_multilingual=multilingual,
-        max_initial_timestamp_index=50,
+        max_initial_timestamp_index=MAX_INITIAL_TIMESTAMP_INDEX,
         return_timestamps=False,
     )
     if multilingual:
@@ -218,14 +214,9 @@ def save_tokenizer_and_preprocessor(tokenizer_json: Path, n_mels: int, max_lengt
     from transformers import WhisperFeatureExtractor, WhisperProcessor, WhisperTokenizerFast
 
     tokenizer = WhisperTokenizerFast(
-        tokenizer_file=str(tokenizer_json), pad_token="<|endoftext|>", model_max_length=max_length
+        tokenizer_file=str(tokenizer_json), pad_token=SPECIAL_TOKENS["eot"], model_max_length=max_length
     )
     WhisperProcessor(WhisperFeatureExtractor(feature_size=n_mels), tokenizer).save_pretrained(out_dir)
-
-
-def is_multilingual(vocab_size: int) -> bool:
-    # OpenAI's multilingual vocabulary has one token more than the English-only one (51865 vs 51864).
-    return vocab_size >= 51865
 
 
 def prompt_ids(tokenizer_json: Path, vocab_size: int) -> list[int]:
@@ -275,11 +266,6 @@ def complete_hf_folder(hf_dir: Path, out_dir: Path) -> None:
         "suppress_ids_begin": existing.get("begin_suppress_tokens") or [],
         "alignment_heads": existing.get("alignment_heads") or [],
         "lang_ids": list((existing.get("lang_to_id") or {}).values())
-        or [token_id for token, token_id in tokenizer.get_added_vocab().items() if _is_language_token(token)],
+        or [token_id for token, token_id in tokenizer.get_added_vocab().items() if LANGUAGE_TOKEN.match(token)],
     }
     generation_config(config, settings, tokenizer_json).save_pretrained(out_dir)
-
-
-def _is_language_token(token: str) -> bool:
-    # Language tokens are <|xx|> or <|haw|>; every other special token has a longer name.
-    return bool(re.fullmatch(r"<\|[a-z]{2,3}\|>", token))

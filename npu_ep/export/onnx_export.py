@@ -17,7 +17,9 @@ from typing import TYPE_CHECKING
 from npu_ep.errors import NpuEpError
 from npu_ep.model_folder import FORMAT, file_records, read_manifest, replace_folder, scratch_prefix
 from npu_ep.paths import models_dir
-from npu_ep.whisper.spec import CONFIG_FILES, DECODER_FILE, ENCODER_FILE, MANIFEST, ONNX_FILES
+from npu_ep.whisper.spec import (CONFIG_FILE, CONFIG_FILES, DECODER_FILE, ENCODER_FILE, ENCODER_HIDDEN_STATES,
+                                 ENCODER_OUTPUT, GENERATION_CONFIG_FILE, INPUT_FEATURES, INPUT_IDS, LOGITS, MANIFEST,
+                                 ONNX_FILES, TOKENIZER_FILE, ModelDims)
 
 if TYPE_CHECKING:  # numpy loads inside functions, with the rest of the export stack
     import numpy as np
@@ -134,7 +136,7 @@ def compare_with_pytorch(hf_dir: Path, onnx_dir: Path) -> dict:
 
     model = WhisperForConditionalGeneration.from_pretrained(hf_dir).eval()
     features = _check_features(WhisperFeatureExtractor.from_pretrained(hf_dir))
-    prompt = prompt_ids(hf_dir / "tokenizer.json", model.config.vocab_size)
+    prompt = prompt_ids(hf_dir / TOKENIZER_FILE, model.config.vocab_size)
     input_ids = np.array([prompt], dtype=np.int64)
     with torch.no_grad():
         torch_encoded = model.model.encoder(torch.from_numpy(features)).last_hidden_state
@@ -143,8 +145,8 @@ def compare_with_pytorch(hf_dir: Path, onnx_dir: Path) -> dict:
     options.log_severity_level = 3
     encoder = ort.InferenceSession(str(onnx_dir / ENCODER_FILE), options, providers=["CPUExecutionProvider"])
     decoder = ort.InferenceSession(str(onnx_dir / DECODER_FILE), options, providers=["CPUExecutionProvider"])
-    encoded = encoder.run(["last_hidden_state"], {"input_features": features})[0]
-    logits = decoder.run(["logits"], {"input_ids": input_ids, "encoder_hidden_states": encoded})[0]
+    encoded = encoder.run([ENCODER_OUTPUT], {INPUT_FEATURES: features})[0]
+    logits = decoder.run([LOGITS], {INPUT_IDS: input_ids, ENCODER_HIDDEN_STATES: encoded})[0]
     check = {
         "encoder_max_abs_diff": float(np.abs(encoded - torch_encoded.numpy()).max()),
         "logits_max_abs_diff": float(np.abs(logits - torch_logits.numpy()).max()),
@@ -176,8 +178,8 @@ def _tool_versions() -> dict[str, str]:
 def _manifest(folder: Path, name: str, source: dict, build_key: dict, check: dict, seconds: float) -> dict:
     import onnx
 
-    config = json.loads((folder / "config.json").read_text())
-    generation = json.loads((folder / "generation_config.json").read_text())
+    config = json.loads((folder / CONFIG_FILE).read_text())
+    generation = json.loads((folder / GENERATION_CONFIG_FILE).read_text())
     multilingual = bool(generation.get("is_multilingual"))
     languages = sorted(token.strip("<|>") for token in generation.get("lang_to_id", {})) if multilingual else ["en"]
     opset = next(o.version for o in onnx.load(folder / ONNX_FILES[0], load_external_data=False).opset_import if o.domain in ("", "ai.onnx"))
@@ -186,18 +188,7 @@ def _manifest(folder: Path, name: str, source: dict, build_key: dict, check: dic
         "export_version": EXPORT_VERSION,
         "name": name,
         "source": source,
-        "dims": {
-            "n_mels": config["num_mel_bins"],
-            "n_vocab": config["vocab_size"],
-            "n_audio_ctx": config["max_source_positions"],
-            "n_audio_state": config["d_model"],
-            "n_audio_head": config["encoder_attention_heads"],
-            "n_audio_layer": config["encoder_layers"],
-            "n_text_ctx": config["max_target_positions"],
-            "n_text_state": config["d_model"],
-            "n_text_head": config["decoder_attention_heads"],
-            "n_text_layer": config["decoder_layers"],
-        },
+        "dims": ModelDims.from_config(config).as_dict(),
         "multilingual": multilingual,
         "languages": languages,
         "opset": opset,

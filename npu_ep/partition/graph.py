@@ -17,10 +17,11 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper, shape_inference
 
+from npu_ep.whisper.spec import (DECODER_INPUT_IDS, ENCODER_FRAMES, ENCODER_HIDDEN_STATES, ENCODER_POSITIONS,
+                                 INPUT_FEATURES, INPUT_IDS, PAST, is_cross_attention)
+
 PROMPT_TOKENS = 4    # <|startoftranscript|><|lang|><|transcribe|><|notimestamps|>
 PAST_TOKENS = 64     # a mid-length transcript window for decoder self-attention caches
-ENCODER_FRAMES = 3000
-ENCODER_POSITIONS = 1500
 SKELETON_BYTES = 1 << 16  # initializers above this size are not needed to resolve shapes
 
 
@@ -45,7 +46,7 @@ class Candidate:
 def real_use_dims(model: onnx.ModelProto, dims: dict[str, int] | None = None) -> dict[str, list[int]]:
     """Concrete input shapes for the model's real use; `dims` overrides by dim_param name."""
     names = {i.name for i in model.graph.input}
-    has_past = any(n.startswith("past_key_values") for n in names)
+    has_past = any(n.startswith(PAST) for n in names)
     shapes = {}
     initializers = {i.name for i in model.graph.initializer}
     for value in model.graph.input:
@@ -66,13 +67,13 @@ def real_use_dims(model: onnx.ModelProto, dims: dict[str, int] | None = None) ->
 def _real_use_dim(name: str, axis: int, has_past: bool) -> int:
     if axis == 0:
         return 1  # one audio window at a time
-    if name == "input_features":
+    if name == INPUT_FEATURES:
         return ENCODER_FRAMES
-    if name in ("input_ids", "decoder_input_ids"):
+    if name in (INPUT_IDS, DECODER_INPUT_IDS):
         return 1 if has_past else PROMPT_TOKENS
-    if name == "encoder_hidden_states" or (name.startswith("past_key_values") and ".encoder." in name):
+    if name == ENCODER_HIDDEN_STATES or (name.startswith(PAST) and is_cross_attention(name)):
         return ENCODER_POSITIONS
-    if name.startswith("past_key_values"):
+    if name.startswith(PAST):
         return PAST_TOKENS
     return 1
 

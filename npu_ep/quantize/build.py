@@ -13,7 +13,7 @@ from npu_ep.errors import NpuEpError
 from npu_ep.model_folder import exclusive, replace_folder
 from npu_ep.quantize import folder as folders
 from npu_ep.quantize.clips import references, split_clips
-from npu_ep.whisper.spec import DECODER_FILE, DECODER_WITH_PAST_FILE, ENCODER_FILE
+from npu_ep.whisper.spec import DECODER_FILE, DECODER_WITH_PAST_FILE, ENCODER_FILE, ModelDims
 
 if TYPE_CHECKING:  # onnxruntime.quantization loads only when a quantization runs
     import numpy as np
@@ -39,7 +39,7 @@ def default_exclude(mode: str, manifest: dict) -> list[str]:
     """
     if mode == "dynamic":
         return []
-    last, encoder = manifest["dims"]["n_audio_layer"] - 1, Path(ENCODER_FILE).stem
+    last, encoder = ModelDims.from_manifest(manifest).n_audio_layer - 1, Path(ENCODER_FILE).stem
     return [f"{encoder}:*/layers.{last}/fc1/", f"{encoder}:*/layers.{last}/fc2/"]
 
 

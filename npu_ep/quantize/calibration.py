@@ -11,7 +11,8 @@ import numpy as np
 from onnxruntime.quantization import CalibrationDataReader
 
 from npu_ep.quantize.clips import clip_features
-from npu_ep.whisper.spec import DECODER_FILE, DECODER_WITH_PAST_FILE, ENCODER_FILE
+from npu_ep.whisper.spec import (DECODER_FILE, DECODER_WITH_PAST_FILE, ENCODER_FILE, ENCODER_HIDDEN_STATES, INPUT_FEATURES,
+                                 INPUT_IDS, LOGITS)
 
 if TYPE_CHECKING:
     from npu_ep.whisper.pipeline import Pipeline
@@ -68,17 +69,17 @@ class FloatModel:
         self.eot = tokenizer.eot
 
     def encode(self, features: np.ndarray) -> np.ndarray:
-        return self.encoder.run(None, {"input_features": features})[0]
+        return self.encoder.run(None, {INPUT_FEATURES: features})[0]
 
     def logits(self, hidden: np.ndarray, tokens: list[int]) -> np.ndarray:
         """Decoder logits [positions, vocab] for prompt + `tokens` in one pass (teacher forcing)."""
         ids = np.array([self.prompt + list(tokens)], dtype=np.int64)
-        return self.decoder.run(["logits"], {"input_ids": ids, "encoder_hidden_states": hidden})[0][0]
+        return self.decoder.run([LOGITS], {INPUT_IDS: ids, ENCODER_HIDDEN_STATES: hidden})[0][0]
 
     def greedy(self, hidden: np.ndarray, feeds: Feeds | None = None) -> list[int]:
         """Greedy tokens after the prompt (no suppression rules: inputs to record, not a transcript to show)."""
-        first = {"input_ids": np.array([self.prompt], dtype=np.int64), "encoder_hidden_states": hidden}
-        outputs = self.decoder.run(["logits", *self.self_outputs, *self.cross_outputs], first)
+        first = {INPUT_IDS: np.array([self.prompt], dtype=np.int64), ENCODER_HIDDEN_STATES: hidden}
+        outputs = self.decoder.run([LOGITS, *self.self_outputs, *self.cross_outputs], first)
         n_self = len(self.self_outputs)
         past = dict(zip(self.self_inputs, outputs[1 : 1 + n_self]))
         # Only the self-attention cache grows; the cross-attention cache is shared by every step.
@@ -89,10 +90,10 @@ class FloatModel:
         token = int(outputs[0][0, -1].argmax())
         while token != self.eot and len(tokens) < MAX_NEW_TOKENS:
             tokens.append(token)
-            step = {"input_ids": np.array([[token]], dtype=np.int64), **past, **cross}
+            step = {INPUT_IDS: np.array([[token]], dtype=np.int64), **past, **cross}
             if feeds is not None:
                 feeds.add(DECODER_WITH_PAST_FILE, step)
-            outputs = self.decoder_with_past.run(["logits", *self.self_outputs], step)
+            outputs = self.decoder_with_past.run([LOGITS, *self.self_outputs], step)
             past = dict(zip(self.self_inputs, outputs[1:]))
             token = int(outputs[0][0, -1].argmax())
         return tokens
@@ -107,7 +108,7 @@ def collect_feeds(model: FloatModel, clips: list[Path], files: Collection[str], 
     decode = not feeds.files.isdisjoint((DECODER_FILE, DECODER_WITH_PAST_FILE))
     for clip in tqdm(clips, desc="calibration inputs", unit="clip", disable=not progress):
         features = clip_features(clip, model.n_mels)
-        feeds.add(ENCODER_FILE, {"input_features": features})
+        feeds.add(ENCODER_FILE, {INPUT_FEATURES: features})
         if decode:
             model.greedy(model.encode(features), feeds)
     return feeds

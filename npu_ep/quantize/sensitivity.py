@@ -7,7 +7,7 @@ from pathlib import Path
 
 from npu_ep.quantize import folder as folders
 from npu_ep.quantize.clips import clip_features, split_clips
-from npu_ep.whisper.spec import ENCODER_FILE
+from npu_ep.whisper.spec import ENCODER_FILE, INPUT_FEATURES
 
 
 def measure_sensitivity(model: str, mode: str, calibration: list[str] | None = None, evaluation: list[str] | None = None,
@@ -46,7 +46,7 @@ def measure_sensitivity(model: str, mode: str, calibration: list[str] | None = N
             others = [n.name for n in matmuls if n.name != node]
             quantize_file(encoder, target, mode, others, feeds=feeds, method=method, form=form, per_channel=per_channel)
             session = create_session(target)
-            scores = [encoder_agreement(want, session.run(None, {"input_features": f})[0])
+            scores = [encoder_agreement(want, session.run(None, {INPUT_FEATURES: f})[0])
                       for f, want in zip(features, expected)]
             rows.append({"node": node, "cosine": min(s[0] for s in scores), "max_abs_diff": max(s[1] for s in scores)})
     return sorted(rows, key=lambda row: row["cosine"])

@@ -7,13 +7,15 @@ re-binds the growing self-attention caches, which stay OrtValues and are never c
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 
 from npu_ep.errors import NpuEpError
-from npu_ep.whisper.spec import DECODER_FILE, DECODER_WITH_PAST_FILE, ENCODER_FILE
+from npu_ep.model_folder import read_manifest
+from npu_ep.whisper.spec import (CONFIG_FILE, DECODER_FILE, DECODER_WITH_PAST_FILE, ENCODER_FILE, ENCODER_HIDDEN_STATES,
+                                 ENCODER_OUTPUT, INPUT_FEATURES, INPUT_IDS, LOGITS, MANIFEST, PRESENT, TOKENIZER_FILE,
+                                 ModelDims, is_cross_attention, past_name)
 
 class WhisperOnnx:
     """Encoder, first-pass decoder and decoder-with-past sessions of one model folder."""
@@ -21,28 +23,31 @@ class WhisperOnnx:
     def __init__(self, model_dir: Path, device: str = "cpu", threads: int | None = None) -> None:
         from npu_ep.session import create_session
 
-        for name in ("config.json", ENCODER_FILE, DECODER_FILE, DECODER_WITH_PAST_FILE, "tokenizer.json"):
+        for name in (CONFIG_FILE, ENCODER_FILE, DECODER_FILE, DECODER_WITH_PAST_FILE, TOKENIZER_FILE):
             if not (model_dir / name).exists():
                 raise NpuEpError(f"{model_dir}: no {name} in the model folder (re-export it with: npu-ep export)")
-        config = json.loads((model_dir / "config.json").read_text())
-        self.n_mels: int = config["num_mel_bins"]
-        self.n_text_ctx: int = config["max_target_positions"]
-        self.vocab_size: int = config["vocab_size"]
+        manifest = read_manifest(model_dir)
+        if manifest is None:
+            raise NpuEpError(f"{model_dir}: no valid {MANIFEST} in the model folder (re-export it with: npu-ep export)")
+        self.dims = ModelDims.from_manifest(manifest)
+        self.n_mels: int = self.dims.n_mels
+        self.n_text_ctx: int = self.dims.n_text_ctx
+        self.vocab_size: int = self.dims.n_vocab
         self.encoder = create_session(model_dir / ENCODER_FILE, device, threads)
         self.decoder = create_session(model_dir / DECODER_FILE, device, threads)
         self.decoder_with_past = create_session(model_dir / DECODER_WITH_PAST_FILE, device, threads)
-        presents = [o.name for o in self.decoder.get_outputs() if o.name.startswith("present.")]
-        self.self_outputs = [n for n in presents if ".decoder." in n]
-        self.cross_outputs = [n for n in presents if ".encoder." in n]
-        self.self_inputs = [n.replace("present.", "past_key_values.") for n in self.self_outputs]
-        self.cross_inputs = [n.replace("present.", "past_key_values.") for n in self.cross_outputs]
+        presents = [o.name for o in self.decoder.get_outputs() if o.name.startswith(PRESENT)]
+        self.self_outputs = [n for n in presents if not is_cross_attention(n)]
+        self.cross_outputs = [n for n in presents if is_cross_attention(n)]
+        self.self_inputs = [past_name(n) for n in self.self_outputs]
+        self.cross_inputs = [past_name(n) for n in self.cross_outputs]
 
     def encode(self, features: np.ndarray):
         """Encoder states (an OrtValue, fed on to the decoder without a copy) of features [n_mels, 3000]."""
         from onnxruntime import OrtValue
 
         batch = OrtValue.ortvalue_from_numpy(np.ascontiguousarray(features[None], dtype=np.float32))
-        return self.encoder.run_with_ort_values(["last_hidden_state"], {"input_features": batch})[0]
+        return self.encoder.run_with_ort_values([ENCODER_OUTPUT], {INPUT_FEATURES: batch})[0]
 
     def start(self, tokens: list[int], encoder_states) -> Opening:
         """Run the decoder over the opening `tokens` of a window."""
@@ -50,8 +55,8 @@ class WhisperOnnx:
 
         ids = OrtValue.ortvalue_from_numpy(np.array([tokens], dtype=np.int64))
         outputs = self.decoder.run_with_ort_values(
-            ["logits", *self.self_outputs, *self.cross_outputs],
-            {"input_ids": ids, "encoder_hidden_states": encoder_states},
+            [LOGITS, *self.self_outputs, *self.cross_outputs],
+            {INPUT_IDS: ids, ENCODER_HIDDEN_STATES: encoder_states},
         )
         n_self = len(self.self_outputs)
         return Opening(self, outputs[0].numpy()[0], outputs[1 : 1 + n_self], outputs[1 + n_self :])
@@ -98,9 +103,9 @@ class DecoderState:
         self.batch = batch
         self._binding = model.decoder_with_past.io_binding()
         self._ids = np.zeros((batch, 1), dtype=np.int64)
-        self._binding.bind_ortvalue_input("input_ids", OrtValue.ortvalue_from_numpy(self._ids))
+        self._binding.bind_ortvalue_input(INPUT_IDS, OrtValue.ortvalue_from_numpy(self._ids))
         self._logits = np.empty((batch, 1, model.vocab_size), dtype=np.float32)
-        self._binding.bind_ortvalue_output("logits", OrtValue.ortvalue_from_numpy(self._logits))
+        self._binding.bind_ortvalue_output(LOGITS, OrtValue.ortvalue_from_numpy(self._logits))
         for name, value in zip(model.cross_inputs, cross_kv):
             self._binding.bind_ortvalue_input(name, value)
         self._bind_self(self_kv)

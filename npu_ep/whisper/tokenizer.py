@@ -2,12 +2,10 @@
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 
 from npu_ep.errors import NpuEpError
-
-_LANGUAGE_TOKEN = re.compile(r"^<\|[a-z]{2,3}\|>$")
+from npu_ep.whisper.spec import LANGUAGE_TOKEN, MAX_INITIAL_TIMESTAMP_INDEX, NO_SPEECH_OLD, SPECIAL_TOKENS, is_multilingual
 
 
 class WhisperTokenizer:
@@ -27,29 +25,28 @@ class WhisperTokenizer:
                     return token_id
             raise NpuEpError(f"{model_dir / 'tokenizer.json'}: no {names[0]} token (re-export the model)")
 
-        self.eot = special("<|endoftext|>")
-        self.sot = special("<|startoftranscript|>")
-        self.sot_prev = special("<|startofprev|>")
-        self.no_speech = special("<|nospeech|>", "<|nocaptions|>")
-        self.no_timestamps = generation.get("no_timestamps_token_id") or special("<|notimestamps|>")
+        self.eot = special(SPECIAL_TOKENS["eot"])
+        self.sot = special(SPECIAL_TOKENS["sot"])
+        self.sot_prev = special(SPECIAL_TOKENS["sot_prev"])
+        self.no_speech = special(SPECIAL_TOKENS["no_speech"], NO_SPEECH_OLD)
+        self.no_timestamps = generation.get("no_timestamps_token_id") or special(SPECIAL_TOKENS["no_timestamps"])
         # Timestamp tokens <|0.00|> ... <|30.00|> follow <|notimestamps|> and are not all in tokenizer.json.
         self.timestamp_begin = self.no_timestamps + 1
         task_to_id = generation.get("task_to_id") or {}
-        self.transcribe = task_to_id.get("transcribe") or special("<|transcribe|>")
-        self.translate = task_to_id.get("translate") or special("<|translate|>")
+        self.transcribe = task_to_id.get("transcribe") or special(SPECIAL_TOKENS["transcribe"])
+        self.translate = task_to_id.get("translate") or special(SPECIAL_TOKENS["translate"])
         vocab_size = json.loads((model_dir / "config.json").read_text())["vocab_size"]
-        # As in openai/whisper: the multilingual vocabulary is the larger one.
-        self.multilingual = bool(generation.get("is_multilingual", vocab_size >= 51865))
+        self.multilingual = bool(generation.get("is_multilingual", is_multilingual(vocab_size)))
         lang_to_id = generation.get("lang_to_id") or {
             token: token_id
             for token, token_id in self._tokenizer.get_vocab(with_added_tokens=True).items()
-            if self.sot < token_id < self.translate and _LANGUAGE_TOKEN.match(token)
+            if self.sot < token_id < self.translate and LANGUAGE_TOKEN.match(token)
         }
         self.languages = {token[2:-2]: token_id for token, token_id in sorted(lang_to_id.items(), key=lambda kv: kv[1])}
         # Decoding rules of the checkpoint: never-sampled tokens (symbols, speaker tags), tokens barred as the
         # first one (a blank, end of text), and how late the first timestamp may come (0.02 s units).
         self.suppress_tokens: list[int] = [t for t in generation.get("suppress_tokens") or [] if t >= 0]
-        self.max_initial_timestamp_index: int = generation.get("max_initial_timestamp_index", 50)
+        self.max_initial_timestamp_index: int = generation.get("max_initial_timestamp_index", MAX_INITIAL_TIMESTAMP_INDEX)
 
     def sot_sequence(self, language: str | None, task: str) -> list[int]:
         """The decoder's opening tokens: <|startoftranscript|> [<|lang|> <|task|>] on multilingual models."""
