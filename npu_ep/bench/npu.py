@@ -3,35 +3,20 @@
 measured CPU encoder time."""
 from __future__ import annotations
 
-import statistics
-import time
 from pathlib import Path
 
 import numpy as np
 
+from npu_ep.one_node import one_node_model
+from npu_ep.timing import median_ms
 from npu_ep.whisper.spec import ENCODER_FILE, ENCODER_FRAMES, INPUT_FEATURES
-
-# The seed project's own report (PHASE2_QUICK_REFERENCE.md): 54.4 ms per 64x64 kernel call, 3,008 calls
-# for one (3001x512)@(512x512) projection.
-SEED_MS_PER_CALL = 54.4
-SEED_CALLS_PER_PROJECTION = 3008
 
 
 def _median_ms(fn, repeat: int, before=None) -> float:
-    """Median time of `fn` less the emulated device's time executing runs (its argument checks, and
-    its compute where that is on)."""
+    """Median time of `fn` less the emulated device's time executing runs."""
     from npu_ep.provider import emulator
 
-    fn()  # weights resident, buffers and run prepared
-    times = []
-    for _ in range(repeat):
-        if before:
-            before()
-        device = emulator.stats.compute_seconds
-        start = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - start - (emulator.stats.compute_seconds - device)) * 1e3)
-    return statistics.median(times)
+    return median_ms(fn, repeat, before, excluded_seconds=lambda: emulator.stats.compute_seconds)
 
 
 def _host_overhead(dtype: str, M: int, K: int, N: int, repeat: int) -> dict:
@@ -72,31 +57,17 @@ def _through_ort(M: int, K: int, N: int, repeat: int) -> dict:
     """One offloaded MatMul in a real ORT session (kernel computing nothing) against the same
     MatMul on the CPU EP: the whole per-dispatch host cost, bridge copies included."""
     import onnxruntime as ort
-    from onnx import TensorProto, helper, numpy_helper
+    from onnx import TensorProto
 
-    from npu_ep import calibrate
-    from npu_ep.partition.planner import offloaded_count, partition
-    from npu_ep.provider import emulator
-    from npu_ep.session import session_options
+    from npu_ep.calibrate import host_call_ms
 
     rng = np.random.default_rng(3)
     w = rng.standard_normal((K, N), dtype=np.float32)
-    graph = helper.make_graph(
-        [helper.make_node("MatMul", ["x", "w"], ["y"], name="proj")], "one_matmul",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [M, K])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [M, N])], [numpy_helper.from_array(w, "w")])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model = one_node_model("MatMul", [("x", TensorProto.FLOAT, [M, K])], TensorProto.FLOAT, {"w": w}, output_shape=[M, N])
     feed = {"x": rng.standard_normal((M, K), dtype=np.float32)}
     cpu = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
-    partitioned = partition(model, "emulator", calibrate.calibration())
-    cpu_ms = _median_ms(lambda: cpu.run(None, feed), repeat)
-    if offloaded_count(partitioned) == 0:  # a CPU fast enough that the cost model keeps the node
-        return {"shape": [M, K, N], "offloaded_ms": None, "cpu_ms": cpu_ms}
-    npu = ort.InferenceSession(partitioned.SerializeToString(), session_options("emulator"),
-                               providers=["CPUExecutionProvider"])
-    with emulator.without_compute():
-        offloaded = _median_ms(lambda: npu.run(None, feed), repeat)
-    return {"shape": [M, K, N], "offloaded_ms": offloaded, "cpu_ms": cpu_ms}
+    cpu_ms = median_ms(lambda: cpu.run(None, feed), repeat)
+    return {"shape": [M, K, N], "offloaded_ms": host_call_ms(M, K, N, repeat), "cpu_ms": cpu_ms}
 
 
 def _dispatches(M: int, K: int, N: int) -> int:
@@ -119,13 +90,7 @@ def _cpu_encoder_ms(encoder: Path, repeat: int = 3) -> float:
     session = create_session(encoder, "cpu")
     n_mels = session.get_inputs()[0].shape[1]
     x = np.random.default_rng(2).standard_normal((1, n_mels, ENCODER_FRAMES), dtype=np.float32)
-    session.run(None, {INPUT_FEATURES: x})
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        session.run(None, {INPUT_FEATURES: x})
-        times.append((time.perf_counter() - start) * 1e3)
-    return statistics.median(times)
+    return median_ms(lambda: session.run(None, {INPUT_FEATURES: x}), repeat)
 
 
 def _host_cpu_per_pass(encoder: Path, passes: int = 3) -> dict:
@@ -184,16 +149,14 @@ def npu_report(model_dirs: list[Path]) -> tuple[str, dict]:
 
     bf16, int8, single = data["host_overhead"]
     ort_row = data["through_ort"]
-    through = ("kept on the CPU by the cost model here" if ort_row["offloaded_ms"] is None
-               else f"{ort_row['offloaded_ms']:.3f} ms")
+    through = f"{ort_row['offloaded_ms']:.3f} ms"
     how = "run on the emulated device, kernel compute excluded; median of 50"
     lines = [
         "## NPU provider",
         "",
         "| figure | value | how obtained |",
         "|---|---:|---|",
-        f"| host-side overhead per dispatch, 1500x384 fp32 activation -> bf16 kernel | {bf16['host_ms']:.3f} ms | {how} "
-        f"(seed: {SEED_MS_PER_CALL} ms per call; target 0.05 ms) |",
+        f"| host-side overhead per dispatch, 1500x384 fp32 activation -> bf16 kernel | {bf16['host_ms']:.3f} ms | {how} |",
         f"| of which bf16 packing of the activation | {bf16['pack_ms']:.3f} ms | compiled with numba, this CPU |",
         f"| host-side overhead per dispatch, 1500x384 uint8 activation -> int8 kernel | {int8['host_ms']:.3f} ms | {how} |",
         f"| of which int8 packing (top-bit flip while copying) | {int8['pack_ms']:.3f} ms | numpy, this CPU |",
@@ -202,7 +165,7 @@ def npu_report(model_dirs: list[Path]) -> tuple[str, dict]:
         f"and output + ours) | {through} | run on the emulated device, kernel compute excluded |",
         f"| the same MatMul on ONNX Runtime's CPU EP | {ort_row['cpu_ms']:.3f} ms | measured, this CPU |",
         f"| dispatches for one (1500x512)@(512x512) projection | {data['dispatches_1500x512x512']} | run on the emulated "
-        f"device (seed: {SEED_CALLS_PER_PROJECTION:,} for 3001x512) |",
+        "device |",
         "",
         "| encoder | CPU measured | XDNA1 projected | XDNA2 projected |",
         "|---|---:|---:|---:|",

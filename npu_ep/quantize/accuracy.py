@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from npu_ep.metrics import REFERENCES_FILE, word_errors
+from npu_ep.metrics import REFERENCES_FILE, corpus_wer, word_errors
 from npu_ep.quantize.calibration import FloatModel
 from npu_ep.quantize.clips import clip_features
 from npu_ep.whisper.formats import transcript_text
@@ -62,9 +62,8 @@ def accuracy_report(float_pipeline: Pipeline, quant_dir: Path, clips: list[Path]
             "float_text": text_f, "quantized_text": text_q,
             "float_errors": word_errors(reference, text_f), "quantized_errors": word_errors(reference, text_q),
         })
-    words = sum(c["float_errors"][1] for c in per_clip)
-    wer_float = 100.0 * sum(c["float_errors"][0] for c in per_clip) / max(words, 1)
-    wer_quant = 100.0 * sum(c["quantized_errors"][0] for c in per_clip) / max(words, 1)
+    wer_float = corpus_wer(c["float_errors"] for c in per_clip)
+    wer_quant = corpus_wer(c["quantized_errors"] for c in per_clip)
     return {
         "clips": len(per_clip),
         "encoder_cosine_min": min(c["encoder_cosine"] for c in per_clip),
