@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import os
 import sys
 
@@ -35,8 +36,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _attach_log_handler(args: argparse.Namespace) -> tuple[logging.Handler, int]:
+    """The library logs under "npu_ep" and attaches no handler; the command line shows its messages on
+    stderr, as "npu-ep: <message>", from INFO up (WARNING up with --quiet, DEBUG with NPU_EP_DEBUG)."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("npu-ep: %(message)s"))
+    logger = logging.getLogger("npu_ep")
+    previous = logger.level
+    level = logging.WARNING if getattr(args, "quiet", False) else logging.INFO
+    logger.setLevel(logging.DEBUG if os.environ.get("NPU_EP_DEBUG") else level)
+    logger.addHandler(handler)
+    return handler, previous
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    handler, previous_level = _attach_log_handler(args)
     try:
         return int(args._run(args) or 0)
     except NpuEpError as error:
@@ -47,6 +62,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("npu-ep: interrupted", file=sys.stderr)
         return 130
+    finally:  # in-process callers (tests, scripts) get the logger back as it was
+        logging.getLogger("npu_ep").removeHandler(handler)
+        logging.getLogger("npu_ep").setLevel(previous_level)
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@ dispatch per node, CPU fallback on every fault, int8 forms, and the tiny.en acce
 from __future__ import annotations
 
 import json
+import logging
 
 import numpy as np
 import onnx
@@ -153,12 +154,13 @@ def test_fallback_warning_is_a_python_warning(monkeypatch):
     assert np.array_equal(out, a @ a.T)
 
 
-def test_auto_without_an_npu_is_the_cpu_path_and_says_so(tmp_path, monkeypatch, capsys):
+def test_auto_without_an_npu_is_the_cpu_path_and_says_so(tmp_path, monkeypatch, caplog):
     monkeypatch.setattr(device_choice, "_said", set())  # as in a fresh process
     path = tmp_path / "mlp.onnx"
     onnx.save(mlp_model(), str(path))
-    session = create_session(path, "auto")
-    assert "device auto -> cpu (pyxrt is not installed)" in capsys.readouterr().err
+    with caplog.at_level(logging.INFO, logger="npu_ep"):
+        session = create_session(path, "auto")
+    assert [r.getMessage() for r in caplog.records if r.name.startswith("npu_ep")] == ["device auto -> cpu (pyxrt is not installed)"]
     assert not hasattr(session, "npu_backend") and not (tmp_path / "mlp.xdna1.onnx").exists()
 
 

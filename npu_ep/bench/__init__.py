@@ -6,12 +6,15 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import platform
 import sys
 from pathlib import Path
 
 from npu_ep.errors import NpuEpError
+
+log = logging.getLogger(__name__)
 
 DEFAULT_ENGINES = "ours-fp32,ours-int8,ours-emulator,faster-whisper-int8,faster-whisper-fp32,optimum-ort"
 
@@ -78,7 +81,7 @@ def _npu_section(model_dirs: dict[str, Path]) -> tuple[str, dict]:
     """The provider's NPU figures (emulated dispatch overhead, projected XDNA encoder times), labelled."""
     from npu_ep.bench.npu import npu_report
 
-    print("measuring the NPU provider section (emulated dispatches, cost-model projections)", file=sys.stderr)
+    log.info("measuring the NPU provider section (emulated dispatches, cost-model projections)")
     try:
         return npu_report(list(model_dirs.values()))
     except Exception as error:  # a secondary section must not throw away the engines' measurements

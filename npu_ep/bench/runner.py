@@ -7,6 +7,7 @@ worker at a time, so engines never compete with each other for the cores.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import resource
 import statistics
@@ -23,6 +24,8 @@ from tqdm import tqdm
 
 from npu_ep.bench.engines import ENGINES, STAGES, EngineUnavailable
 from npu_ep.metrics import corpus_wer, word_errors
+
+logger = logging.getLogger(__name__)
 
 
 class WorkerFailed(Exception):
@@ -166,7 +169,7 @@ def _measure_model(
             except EngineUnavailable as error:
                 _mark(group, "skipped", str(error))
                 continue
-            print(f"loading {engine} on {model} ({source})", file=sys.stderr)
+            logger.info("loading %s on %s (%s)", engine, model, source)
             log = open(log_dir / f"{engine}-{model}.log", "w")
             try:
                 worker = Worker(engine, source, threads, log)

@@ -5,9 +5,9 @@ A finished folder is swapped in whole by rename, so a reader never sees a half-w
 from __future__ import annotations
 
 import json
+import logging
 import platform
 import shutil
-import sys
 import tempfile
 import time
 from importlib import metadata
@@ -23,6 +23,8 @@ from npu_ep.whisper.spec import (CONFIG_FILE, CONFIG_FILES, DECODER_FILE, ENCODE
 
 if TYPE_CHECKING:  # numpy loads inside functions, with the rest of the export stack
     import numpy as np
+
+log = logging.getLogger(__name__)
 
 # Bump when the conversion or the folder layout changes, so older exports are rebuilt.
 EXPORT_VERSION = 1
@@ -86,7 +88,6 @@ def export_folder(hf_dir: Path, out_dir: Path, name: str, source: dict, build_ke
 
 
 def _run_exporter(hf_dir: Path, output: Path, opset: int | None) -> None:
-    import logging
     import warnings
 
     import transformers
@@ -152,11 +153,8 @@ def compare_with_pytorch(hf_dir: Path, onnx_dir: Path) -> dict:
         "logits_max_abs_diff": float(np.abs(logits - torch_logits.numpy()).max()),
         "tolerance": TOLERANCE,
     }
-    print(
-        f"npu-ep: ONNX vs PyTorch max |Δ|: encoder output {check['encoder_max_abs_diff']:.2e}, "
-        f"first-step logits {check['logits_max_abs_diff']:.2e} (tolerance {TOLERANCE:g})",
-        file=sys.stderr,
-    )
+    log.info("ONNX vs PyTorch max |Δ|: encoder output %.2e, first-step logits %.2e (tolerance %g)",
+             check["encoder_max_abs_diff"], check["logits_max_abs_diff"], TOLERANCE)
     if max(check["encoder_max_abs_diff"], check["logits_max_abs_diff"]) > TOLERANCE:
         raise NpuEpError(
             f"{onnx_dir}: exported model differs from PyTorch by more than {TOLERANCE:g} "

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
 import tempfile
@@ -9,9 +10,10 @@ from pathlib import Path
 
 from npu_ep.errors import NpuEpError, first_line
 from npu_ep.export import onnx_export
-from npu_ep.model_folder import exclusive, scratch_prefix
-from npu_ep.model_folder import read_manifest
 from npu_ep.export.weights import KNOWN_MODELS, ct2_model_dir, known_model, package_dir, package_versions
+from npu_ep.model_folder import exclusive, read_manifest, scratch_prefix
+
+log = logging.getLogger(__name__)
 
 _EXPORT_EXTRA = "install the export extra: pip install -e '.[export]'"
 _HUB_FALLBACK = f"use {', '.join(KNOWN_MODELS)} or a local folder"
@@ -61,7 +63,7 @@ def _export(source: str | Path, out_dir: str | Path | None, opset: int | None, f
     build_key = {"export_version": onnx_export.EXPORT_VERSION, "source": source_info, "opset": opset}
     if not force and onnx_export.is_up_to_date(out, build_key):
         if not on_first_use:  # resolve_model stays quiet when there is nothing to do
-            print(f"npu-ep: {_display(out)} is up to date (use --force to rebuild)", file=sys.stderr)
+            log.info("%s is up to date (use --force to rebuild)", _display(out))
         return out
     onnx_export.check_writable(out)
     _require_export_extra()
@@ -83,7 +85,7 @@ def _run_export(name: str, kind: str, location: str, source_info: dict, build_ke
     from tqdm import tqdm
 
     if on_first_use:
-        print(f"npu-ep: exporting {name} to {_display(out)} (first use, about a minute)", file=sys.stderr)
+        log.info("exporting %s to %s (first use, about a minute)", name, _display(out))
     with tqdm(total=4, desc=f"export {name}", unit="step", file=sys.stderr) as bar:
         with tempfile.TemporaryDirectory(prefix=scratch_prefix(out, "hf"), dir=out.parent) as scratch:
             hf_dir = _prepare_hf_folder(kind, location, Path(scratch))
@@ -91,11 +93,8 @@ def _run_export(name: str, kind: str, location: str, source_info: dict, build_ke
             bar.set_postfix_str("ONNX export")
             manifest = onnx_export.export_folder(hf_dir, out, name, source_info, build_key, opset, bar)
     check = manifest["check"]
-    print(
-        f"npu-ep: exported {name} to {_display(out)} in {manifest['export_seconds']:.0f} s "
-        f"(max |Δ| vs PyTorch: encoder {check['encoder_max_abs_diff']:.1e}, logits {check['logits_max_abs_diff']:.1e})",
-        file=sys.stderr,
-    )
+    log.info("exported %s to %s in %.0f s (max |Δ| vs PyTorch: encoder %.1e, logits %.1e)", name, _display(out),
+             manifest["export_seconds"], check["encoder_max_abs_diff"], check["logits_max_abs_diff"])
 
 
 def _describe(source: str | Path) -> tuple[str, str, str, dict]:

