@@ -63,7 +63,7 @@ def session_options(device: str = "auto", threads: int | None = None) -> ort.Ses
     _check(device)
     from npu_ep.provider import ops
 
-    ops.set_default_device(resolve_device(device))
+    ops.set_default_device(resolve_device(device), threads)
     options = ort.SessionOptions()
     options.register_custom_ops_library(ops.library_path())
     threads = intra_op_threads(threads)
@@ -89,8 +89,8 @@ def create_session(onnx_path: str | Path, device: str = "cpu", threads: int | No
     _check(device)
     device = resolve_device(device)
     options = ort.SessionOptions()
-    # The arena keeps every peak a new prompt length or fallback batch asks for: with it, peak memory
-    # over an hour of audio grew 1133 -> 1451 MB; without it, 1031 -> 1097 MB at the same speed.
+    # The arena keeps every peak a new prompt length or fallback batch asks for, so peak memory grows
+    # over long audio; without it, it stays nearly flat at the same speed (docs/measurements.md).
     options.enable_cpu_mem_arena = False
     threads = intra_op_threads(threads)
     if threads:
@@ -111,7 +111,7 @@ def create_session(onnx_path: str | Path, device: str = "cpu", threads: int | No
     model = onnx.load(str(partitioned))
     from npu_ep.provider import ops
 
-    tag, backend = ops.bind(device)
+    tag, backend = ops.bind(device, threads)
     for node in model.graph.node:
         for attribute in node.attribute:
             if attribute.name == "node_key":

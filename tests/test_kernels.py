@@ -115,6 +115,7 @@ def test_verification_against_numpy_runs_on_a_device(design, shape):
     assert result["max_abs_error"] <= result["tolerance"]
 
 
+@pytest.mark.needs_weights
 def test_build_without_the_toolchain_says_what_is_missing_and_exits_2():
     done = subprocess.run([sys.executable, "-m", "npu_ep", "kernels", "build", "--device", "npu2", "--model", "tiny.en"],
                           capture_output=True, text=True, timeout=120)

@@ -38,6 +38,8 @@ def test_tiny_en_jfk_zero_word_errors(tiny_en: npu_ep.Pipeline, jfk_path: Path, 
         assert segment.avg_logprob < 0 and 0 <= segment.no_speech_prob < 0.5 and segment.tokens
 
 
+@pytest.mark.needs_weights
+@pytest.mark.slow
 def test_base_jfk_zero_word_errors_with_language_detection(jfk_path: Path) -> None:
     from npu_ep.export import resolve_model
 

@@ -156,7 +156,7 @@ class OptimumEngine(Engine):
         from transformers import WhisperProcessor
 
         # torch only runs the glue (features, logits processors): a second pool of `threads` spinning threads
-        # beside ONNX Runtime's made transformers' tiny per-token ops ~40 ms each here (measured), so one thread.
+        # beside ONNX Runtime's made transformers' tiny per-token ops slow (docs/measurements.md), so one thread.
         torch.set_num_threads(1)
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads

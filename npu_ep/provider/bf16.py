@@ -1,9 +1,8 @@
 """float32 <-> bf16 bit patterns (uint16), rounding to nearest even as the AIE cores do.
 
 Packing an activation for a bf16 kernel is the largest host cost of a dispatch, so the rounding is
-compiled (numba) into one pass over memory: 0.040 ms for a 1500x384 activation on the development
-machine, against 0.125 ms for the best numpy form (three whole-array passes) and 0.050 ms for a
-plain copy of the float32 data.
+compiled (numba) into one pass over memory, faster than numpy's best form (three whole-array
+passes) and about as fast as a plain copy (figures: docs/measurements.md).
 """
 from __future__ import annotations
 
@@ -14,8 +13,9 @@ import numpy as np
 @numba.njit("void(uint32[:, ::1], uint16[:, ::1])", nogil=True, cache=True)
 def _round_rows(bits: np.ndarray, out: np.ndarray) -> None:
     # Both C-contiguous (the signature refuses others): `out` is the whole device buffer and only its
-    # top-left corner is written, as a sliced view would compile to strided indexing, 5x slower. Checking for NaN costs 40% more time; the quiet
-    # NaNs arithmetic produces stay NaN without it (a payload only in the low 16 bits does not).
+    # top-left corner is written, as a sliced view would compile to slower strided indexing. No NaN check
+    # (it costs time): the quiet NaNs arithmetic produces stay NaN without it (a payload only in the low
+    # 16 bits does not).
     rows, cols = bits.shape
     for i in range(rows):
         for j in range(cols):

@@ -11,8 +11,10 @@ is only fingerprinted (64 sampled values), never converted again.
 from __future__ import annotations
 
 import importlib
+import importlib.abc
 import itertools
 import sys
+import threading
 import weakref
 
 import numpy as np
@@ -22,17 +24,30 @@ from npu_ep.provider import cpu_ops
 from npu_ep.provider.xrt_backend import Backend, fingerprint
 
 
+class _Blocked(importlib.abc.MetaPathFinder):
+    """Makes `names` fail to import, in one thread only: other threads import them as usual."""
+
+    def __init__(self, names: tuple[str, ...]) -> None:
+        self.names, self.thread = names, threading.get_ident()
+
+    def find_spec(self, fullname, path=None, target=None):
+        if threading.get_ident() == self.thread and fullname.partition(".")[0] in self.names:
+            raise ModuleNotFoundError(f"{fullname} is not loaded with the NPU provider", name=fullname)
+        return None
+
+
 def _import_extensions():
     # The package's __init__ imports its tokenizer converters, which import transformers and torch
-    # when installed (2.8 s and ~300 MB resident, measured); its custom-op API needs neither, so
-    # those two imports are made to fail (the converters catch that, and stay off in this process).
-    absent = [name for name in ("torch", "transformers") if name not in sys.modules]
-    sys.modules.update(dict.fromkeys(absent))
+    # when installed (seconds and hundreds of MB: docs/measurements.md); its custom-op API needs neither,
+    # so those two imports are made to fail (the converters catch that, and stay off in this process).
+    # A finder that refuses them to this thread alone, rather than None in sys.modules: a threaded server
+    # importing torch or transformers elsewhere meanwhile must not see them broken.
+    blocked = _Blocked(("torch", "transformers"))
+    sys.meta_path.insert(0, blocked)
     try:
         return importlib.import_module("onnxruntime_extensions")
     finally:
-        for name in absent:
-            del sys.modules[name]
+        sys.meta_path.remove(blocked)
 
 
 _extensions = _import_extensions()
@@ -52,17 +67,18 @@ def library_path() -> str:
     return _extensions.get_library_path()
 
 
-def set_default_device(device: str) -> None:
-    """Where nodes without a session tag run: "npu", "emulator" or "cpu"."""
-    if _default["device"] != device:
+def set_default_device(device: str, threads: int | None = None) -> None:
+    """Where nodes without a session tag run: "npu", "emulator" or "cpu", their CPU results on `threads`."""
+    cpu_ops.set_default_threads(threads)
+    if _default["device"] != device or (_default["backend"] and _default["backend"].threads != threads):
         _default["device"] = device
-        _default["backend"] = None if device == "cpu" else Backend(device)
+        _default["backend"] = None if device == "cpu" else Backend(device, threads)
 
 
-def bind(device: str) -> tuple[str, Backend]:
-    """A fresh Backend for one session and the tag its node keys carry."""
+def bind(device: str, threads: int | None = None) -> tuple[str, Backend]:
+    """A fresh Backend for one session (`threads`: its intra-op threads) and the tag its node keys carry."""
     tag = f"s{next(_tags)}"
-    backend = Backend(device)
+    backend = Backend(device, threads)
     _bindings[tag] = weakref.ref(backend, lambda _ref, tag=tag: _bindings.pop(tag, None))
     return tag, backend
 
@@ -77,7 +93,7 @@ def _backend(node_key: str) -> tuple[str, Backend | None]:
 
 def _invoke(k_id, feed, attributes):
     # Same contract as onnxruntime-extensions' own hook, but outputs go back as numpy arrays:
-    # the stock hook turns them into Python lists (about 80 ms for one 1500x1536 output), and the
+    # the stock hook turns them into Python lists (tens of ms for an encoder-sized output), and the
     # C++ side accepts arrays as they are.
     op = Opdef._odlist[k_id]
     result = op.body(*feed, **op.cast_attributes(attributes))

@@ -22,7 +22,8 @@ from typing import Callable
 import numpy as np
 
 from npu_ep import kernels
-from npu_ep.provider import bf16
+from npu_ep.errors import NpuEpError
+from npu_ep.provider import bf16, cpu_ops
 from npu_ep.provider.device import xrt_module
 from npu_ep.kernels import Artifact, Design, manifest
 
@@ -39,6 +40,13 @@ class NpuFallbackWarning(UserWarning):
 
 class NpuFault(RuntimeError):
     """The NPU path failed for a node; the message names the cause."""
+
+
+# What a device, its driver or its files raise: pyxrt's C++ errors arrive as RuntimeError (MemoryError
+# for a failed allocation), a missing pyxrt as ImportError, unreadable files as OSError, a missing or
+# damaged kernel manifest as NpuEpError. These send work to the CPU; anything else (TypeError,
+# ValueError, KeyError, ...) is a bug in this code and propagates rather than hiding behind a fallback.
+DEVICE_FAULTS = (RuntimeError, MemoryError, ImportError, OSError, NpuEpError)
 
 
 @dataclass
@@ -82,8 +90,9 @@ def fingerprint(weight: np.ndarray) -> bytes:
 class Backend:
     """The device state of one session (or of the process default for `session_options`)."""
 
-    def __init__(self, device: str) -> None:
+    def __init__(self, device: str, threads: int | None = None) -> None:
         self.device = device
+        self.threads = threads  # the session's intra-op threads, for the CPU results of its nodes
         self._xrt = None
         self._device = None
         self._unavailable: str | None = None
@@ -145,17 +154,17 @@ class Backend:
 
     # -- internals ------------------------------------------------------------------------------
     def _offload(self, key: str, cpu: Callable[[], np.ndarray], npu: Callable[[], np.ndarray]) -> np.ndarray:
-        if self._unavailable is not None or key in self._cpu_nodes:
+        if self._unavailable is None and key not in self._cpu_nodes:
+            try:
+                return npu()
+            except NpuFault as fault:
+                self._cpu_nodes[key] = str(fault)
+                self._warn(f"NPU run failed for {key.split('#')[0]} ({fault}); this node runs on the CPU from now on")
+            except DEVICE_FAULTS as error:  # opening the device or loading a kernel: nothing can run there
+                self._unavailable = f"{type(error).__name__}: {error}"
+                self._warn(f"NPU unavailable ({self._unavailable}); offloaded nodes run on the CPU")
+        with cpu_ops.threads(self.threads):
             return cpu()
-        try:
-            return npu()
-        except NpuFault as fault:
-            self._cpu_nodes[key] = str(fault)
-            self._warn(f"NPU run failed for {key.split('#')[0]} ({fault}); this node runs on the CPU from now on")
-        except Exception as error:  # opening the device or loading a kernel: nothing can run there
-            self._unavailable = f"{type(error).__name__}: {error}"
-            self._warn(f"NPU unavailable ({self._unavailable}); offloaded nodes run on the CPU")
-        return cpu()
 
     def _warn(self, message: str) -> None:
         if message not in self.warnings:

@@ -22,20 +22,19 @@ if TYPE_CHECKING:  # onnxruntime.quantization loads only when a quantization run
 
 MODES = ("dynamic", "static")
 PARTS = {"encoder": (ENCODER_FILE,), "decoder": (DECODER_FILE, DECODER_WITH_PAST_FILE)}
-# Measured on tiny.en, jfk, this 2-core machine (README, Quantization): 815 ms against 1004 ms for
-# MatMulNBits-8 and 1292 ms for fp32 (1.59x and 1.29x our fp32).
+# The fastest int8 form on the CPU EP in our measurement (README, Quantization), ahead of MatMulNBits 8-bit.
 DEFAULT_FORM = "matmul-integer"
 # Static QDQ goes to the NPU's int8 kernels, which only the encoder's 1500-row MatMuls reach: the decoders'
-# one-token MatMuls stay on the CPU, where their int8 activations cost accuracy (tiny.en: +4 WER points) for nothing.
+# one-token MatMuls stay on the CPU, where their int8 activations cost accuracy (README, Quantization) for nothing.
 DEFAULT_PARTS = {"dynamic": ("encoder", "decoder"), "static": ("encoder",)}
 
 
 def default_exclude(mode: str, manifest: dict) -> list[str]:
     """Nodes kept in float unless --exclude says otherwise.
 
-    Measured per node on tiny.en's encoder (`npu-ep quantize --mode static --sensitivity`): quantizing the last
-    layer's fc2 alone drops the encoder output's cosine to 0.88 and its fc1 to 0.996; every other MatMul stays
-    above 0.9997. Dynamic mode (activation ranges taken at run time) kept every WER and excludes nothing.
+    Measured per node on tiny.en's encoder (`npu-ep quantize --mode static --sensitivity`; figures in the README,
+    Quantization): the last layer's fc2 and fc1 are the only MatMuls whose quantization moves the encoder output
+    noticeably. Dynamic mode (activation ranges taken at run time) kept every WER and excludes nothing.
     """
     if mode == "dynamic":
         return []
