@@ -77,7 +77,7 @@ def exclusive(out_dir: Path, what: str) -> Iterator[None]:
         except BlockingIOError:
             lock.seek(0)
             holder = lock.read().strip() or "unknown"
-            log.warning("npu-ep: waiting for another %s of %s (pid %s) to finish", what, out_dir, holder)
+            log.warning("waiting for another %s of %s (pid %s) to finish", what, out_dir, holder)
             fcntl.flock(lock, fcntl.LOCK_EX)
         try:
             lock.seek(0)

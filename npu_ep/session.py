@@ -49,7 +49,7 @@ def intra_op_threads(threads: int | None) -> int | None:
 @functools.cache
 def _say_capped(threads: int, cores: int) -> None:
     # Once per process: a pipeline opens three sessions with the same count.
-    log.warning("npu-ep: --threads %d is more than the %d CPU cores here; using %d", threads, cores, cores)
+    log.warning("--threads %d is more than the %d CPU cores here; using %d", threads, cores, cores)
 
 
 def _check(device: str) -> None:
@@ -63,10 +63,10 @@ def session_options(device: str = "auto", threads: int | None = None) -> ort.Ses
     _check(device)
     from npu_ep.provider import ops
 
+    threads = intra_op_threads(threads)
     ops.set_default_device(resolve_device(device), threads)
     options = ort.SessionOptions()
     options.register_custom_ops_library(ops.library_path())
-    threads = intra_op_threads(threads)
     if threads:
         options.intra_op_num_threads = threads
     return options

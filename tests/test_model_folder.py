@@ -43,6 +43,8 @@ def _scratch(out: Path) -> list[Path]:
     return sorted(p for p in out.parent.glob(f".{out.name}.*") if p.is_dir())
 
 
+@pytest.mark.needs_weights
+@pytest.mark.slow
 def test_a_killed_export_leaves_scratch_that_the_next_export_removes(tmp_path: Path) -> None:
     hf = build_random_whisper(tmp_path / "hf")
     out = tmp_path / "models" / "random"

@@ -1,6 +1,7 @@
 """The partition pass and cost model on real exported Whisper models, and `npu-ep partition`."""
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import onnx
@@ -65,6 +66,25 @@ def test_partitioned_time_never_exceeds_cpu_only(random_model_dir, tiny_plans, c
         for p in plan.offloaded:
             assert p.estimate.npu_ms < p.estimate.cpu_ms
     assert any(plan.hybrid_ms < plan.cpu_ms for plan in plans)
+
+
+def test_a_faster_cpu_never_sends_more_to_the_npu(tiny_en_dir, reference_calibration):
+    """The placement follows the CPU's speed the right way: as the CPU gets faster the offloaded
+    nodes only shrink (each set inside the slower CPU's), a CPU far faster than any NPU keeps every
+    node, and the rewritten model carries exactly the offloaded nodes as the provider's ops."""
+    encoder = onnx.load(str(tiny_en_dir / "encoder_model.onnx"))
+    offloaded = []
+    for speed in (0.25, 1.0, 4.0, 1000.0):
+        faster = dataclasses.replace(reference_calibration, cpu_gflops=reference_calibration.cpu_gflops * speed,
+                                     cpu_int8_gops=reference_calibration.cpu_int8_gops * speed,
+                                     cpu_mem_gbs=reference_calibration.cpu_mem_gbs * speed)
+        plan = planner.plan(encoder, "xdna1", faster)
+        offloaded.append({p.candidate.name for p in plan.offloaded})
+        assert plan.hybrid_ms <= plan.cpu_ms
+        custom = [n.name for n in planner.apply(encoder, plan).graph.node if n.domain == DOMAIN]
+        assert sorted(custom) == sorted(offloaded[-1])
+    assert all(later <= earlier for earlier, later in zip(offloaded, offloaded[1:]))
+    assert len(offloaded[1]) == 24 and offloaded[-1] == set()
 
 
 def test_rewrite_keeps_weights_as_initializers(tiny_en_dir, reference_calibration):

@@ -54,7 +54,7 @@ def test_fallbacks_of_a_session_run_on_its_threads(tmp_path, fallback_threads):
     path = tmp_path / "proj.onnx"
     onnx.save(projection(), str(path))
     session = create_session(path, "emulator", threads=1)
-    emulator.inject_fault("no_device")
+    emulator.inject_fault("error")  # the run fails: this node's CPU result
     x = np.ones((M, D), np.float32)
     session.run(None, {"x": x})
     assert session.npu_backend.warnings and fallback_threads == [1]

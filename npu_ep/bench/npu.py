@@ -3,6 +3,7 @@
 measured CPU encoder time."""
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +13,7 @@ from npu_ep.timing import median_ms
 from npu_ep.whisper.spec import ENCODER_FILE, ENCODER_FRAMES, INPUT_FEATURES
 
 
-def _median_ms(fn, repeat: int, before=None) -> float:
+def _median_ms_on_the_host(fn, repeat: int, before=None) -> float:
     """Median time of `fn` less the emulated device's time executing runs."""
     from npu_ep.provider import emulator
 
@@ -49,8 +50,8 @@ def _host_overhead(dtype: str, M: int, K: int, N: int, repeat: int) -> dict:
         np.copyto(a, source)
 
     with emulator.without_compute():
-        host = _median_ms(call, repeat, produce)
-    return {"dtype": dtype, "shape": [M, K, N], "host_ms": host, "pack_ms": _median_ms(pack, repeat, produce)}
+        host = _median_ms_on_the_host(call, repeat, produce)
+    return {"dtype": dtype, "shape": [M, K, N], "host_ms": host, "pack_ms": _median_ms_on_the_host(pack, repeat, produce)}
 
 
 def _through_ort(M: int, K: int, N: int, repeat: int) -> dict:
@@ -102,21 +103,15 @@ def _host_cpu_per_pass(encoder: Path, passes: int = 3) -> dict:
 
     def per_pass(session) -> float:
         n_mels = session.get_inputs()[0].shape[1]
-        feed = {"input_features": np.random.default_rng(2).standard_normal((1, n_mels, 3000), dtype=np.float32)}
-        session.run(None, feed)
-        times = []
-        for _ in range(passes):
-            device = emulator.stats.compute_cpu_seconds
-            start = time.process_time()
-            session.run(None, feed)
-            times.append((time.process_time() - start - (emulator.stats.compute_cpu_seconds - device)) * 1e3)
-        return statistics.median(times)
+        feed = {INPUT_FEATURES: np.random.default_rng(2).standard_normal((1, n_mels, ENCODER_FRAMES), dtype=np.float32)}
+        return median_ms(lambda: session.run(None, feed), passes, clock=time.process_time,
+                         excluded_seconds=lambda: emulator.stats.compute_cpu_seconds)
 
     cpu_only = per_pass(create_session(encoder, "cpu"))
     with emulator.without_compute():
         session = create_session(encoder, "emulator")
         before = emulator.stats.dispatches
-        session.run(None, {"input_features": np.zeros((1, session.get_inputs()[0].shape[1], 3000), np.float32)})
+        session.run(None, {INPUT_FEATURES: np.zeros((1, session.get_inputs()[0].shape[1], ENCODER_FRAMES), np.float32)})
         dispatches = emulator.stats.dispatches - before
         offloaded = per_pass(session)
     return {"cpu_only_ms": cpu_only, "offloaded_ms": offloaded, "share": offloaded / cpu_only,
