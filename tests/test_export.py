@@ -141,7 +141,7 @@ def test_reexport_is_a_no_op_that_never_loads_torch(random_model_dir):
     source = json.loads((random_model_dir / "manifest.json").read_text())["source"]["path"]
     before = (random_model_dir / "manifest.json").stat().st_mtime_ns
     code = (
-        "import sys; from npu_ep.export import export_model; "
+        "import logging, sys; logging.basicConfig(level=logging.INFO); from npu_ep.export import export_model; "
         f"export_model({source!r}, out_dir={str(random_model_dir)!r}); print('torch' in sys.modules)"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
