@@ -21,6 +21,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "quantize": ("npu_ep.quantize", "make INT8 variants of an exported model, with an accuracy report"),
     "bench": ("npu_ep.bench", "compare speed, accuracy and memory of the engines on the same files"),
     "kernels": ("npu_ep.kernel_build", "build the NPU kernels the partitioned models use (needs mlir-aie)"),
+    "serve": ("npu_ep.server.command", "serve OpenAI's audio transcription API and a web page on a local port"),
     "info": ("npu_ep.info", "show versions, exported models and NPU devices"),
 }
 

@@ -22,7 +22,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("transcription", ("npu_ep.whisper",)),
     ("quantization", ("npu_ep.quantize",)),
     ("package commands", ()),
-    ("front ends", ("npu_ep.batch", "npu_ep.bench", "npu_ep.info", "npu_ep.kernel_build")),
+    ("front ends", ("npu_ep.batch", "npu_ep.bench", "npu_ep.info", "npu_ep.kernel_build", "npu_ep.server")),
     ("command line", ("npu_ep.cli",)),
     ("entry points", ("npu_ep.__main__", "npu_ep")),
 ]
