@@ -178,7 +178,7 @@ class Workers:
             return
         with self._lock:
             self.stats.running += 1
-        outcome = "completed"
+        outcome, final = "completed", None
         try:
             pipeline = self.models.pipelines[job.model]
             with self.models.turn(job.model):
@@ -192,17 +192,19 @@ class Workers:
                 finally:
                     segments.close()  # a stopped job leaves the rest of its windows undecoded
             if outcome == "completed":
-                job.emit("done", info)
+                final = ("done", info)
         except NpuEpError as error:
             outcome = "failed"
             message = str(error).replace(str(job.path), job.filename)
-            job.emit("error", ApiError(400, message, param="file", code="invalid_audio"))
+            final = ("error", ApiError(400, message, param="file", code="invalid_audio"))
         except Exception:
             outcome = "failed"
             log.exception("transcription of %s failed", job.filename)
-            job.emit("error", ApiError(500, "internal server error while transcribing (the server's log has the details)",
+            final = ("error", ApiError(500, "internal server error while transcribing (the server's log has the details)",
                                        code="internal_error"))
         finally:
             with self._lock:
                 self.stats.running -= 1
             self._finish(job, outcome)
+        if final is not None:  # only now: the file is gone and the counts are up to date when the client hears
+            job.emit(*final)
