@@ -179,6 +179,7 @@ def test_bad_inputs_get_status_and_error_body(tiny_server, jfk_path, tmp_path):
         ({"file": ("empty.wav", b"")}, {}, 400, "file", "empty"),
         ({"file": ("notes.wav", b"these are not samples " * 50)}, {}, 400, "file", "notes.wav"),
         ({"file": ("cut.flac", jfk[: len(jfk) // 3])}, {}, 400, "file", "cut.flac"),
+        ({"file": ("notes.wav", b"these are not samples " * 50)}, {"stream": "true"}, 400, "file", "notes.wav"),
         ({"file": ("big.flac", jfk * 2)}, {}, 413, "file", "upload limit"),
         ({"file": ("jfk.flac", jfk)}, {"model": "whisper-9"}, 404, "model", "whisper-9"),
         ({"file": ("jfk.flac", jfk)}, {"response_format": "docx"}, 400, "response_format", "docx"),

@@ -122,11 +122,14 @@ def create_app(settings: Settings, models: Models | None = None) -> FastAPI:
             form.path = None  # the workers own the file now, and remove it
         finally:
             form.discard()
+        events = job_events(job, request)
         if stream:
-            return StreamingResponse(stream_events(job, request), media_type="text/event-stream",
+            # The first event decides the status: unreadable audio is a 400, not an error inside a 200 stream.
+            first = await anext(events)
+            return StreamingResponse(stream_events(first, events), media_type="text/event-stream",
                                      headers={"Cache-Control": "no-cache"})
         segments = []
-        async for kind, value in job_events(job, request):
+        async for kind, value in events:
             if kind == "segment":
                 segments.append(value)
             elif kind == "done":
@@ -159,17 +162,23 @@ def create_app(settings: Settings, models: Models | None = None) -> FastAPI:
             if not finished:
                 job.cancel()
 
-    async def stream_events(job: Job, request: Request) -> AsyncIterator[str]:
+    async def stream_events(first: tuple[str, object], events: AsyncIterator[tuple[str, object]]) -> AsyncIterator[str]:
         segments = []
+        event = first
         try:
-            async for kind, value in job_events(job, request):
+            while True:
+                kind, value = event
                 if kind == "segment":
                     yield responses.delta_event(len(segments), value)
                     segments.append(value)
                 else:
                     yield responses.done_event(segments)
+                    return
+                event = await anext(events)
         except ApiError as error:  # the status line has gone already: the error travels as an event
             yield responses.event(error.body())
+        finally:
+            await events.aclose()
 
     return app
 
