@@ -183,3 +183,94 @@ def test_segments_stream_as_windows_finish(tiny_en: npu_ep.Pipeline, jfk_path: P
 def test_unknown_option_is_a_one_line_error(tiny_en: npu_ep.Pipeline) -> None:
     with pytest.raises(NpuEpError, match="unknown decoding option 'beam'"):
         tiny_en.transcribe(np.zeros(16000, dtype=np.float32), beam=5)
+
+
+def _speak(text: str, path: Path, voice: str = "en-us") -> Path:
+    """`text` synthesised by espeak-ng (a Debian package the CI installs) into a wav file."""
+    import subprocess
+
+    subprocess.run(["espeak-ng", "-v", voice, "-s", "150", "-w", str(path), text], check=True, capture_output=True)
+    return path
+
+
+def test_hotwords_spell_a_word_the_model_misses(tiny_en_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    clip = _speak("Please deploy the new service on Kubernetes tomorrow morning.", tmp_path / "deploy.wav")
+    pipeline = npu_ep.Pipeline(tiny_en_dir)
+    plain = transcript_text(pipeline.transcribe(clip)[0])
+    assert "Kubernetes" not in plain  # tiny.en hears "Cuba, need"
+    assert "Kubernetes" in transcript_text(pipeline.transcribe(clip, hotwords="Kubernetes")[0])
+    assert main(["transcribe", str(clip), "--model", str(tiny_en_dir), "--hotwords", "Kubernetes", "--quiet"]) == 0
+    assert "Kubernetes" in capsys.readouterr().out
+    # An initial prompt holding the word steers the first window the same way.
+    assert "Kubernetes" in transcript_text(pipeline.transcribe(clip, initial_prompt="Kubernetes clusters.")[0])
+
+
+def test_prefix_starts_the_transcript(tiny_en: npu_ep.Pipeline, jfk_path: Path) -> None:
+    segments, info = tiny_en.transcribe(jfk_path, prefix="And so, my fellow Americans,")
+    assert transcript_text(segments).startswith("And so, my fellow Americans,")
+    assert segments[0].start == 0.0 and info.options.prefix == "And so, my fellow Americans,"
+    assert word_errors(JFK, transcript_text(segments))[0] == 0
+
+
+def test_clip_timestamps_decode_only_the_clips(tiny_en: npu_ep.Pipeline, jfk_path: Path) -> None:
+    jfk = load_audio(jfk_path)
+    clip = np.concatenate([jfk, np.zeros(4 * SAMPLE_RATE, dtype=np.float32), jfk])  # 26 s, speech twice
+    segments, _ = tiny_en.transcribe(clip, clip_timestamps=(15.0,))  # from 15 s to the end
+    assert word_errors(JFK, transcript_text(segments))[0] == 0
+    assert all(s.start >= 15.0 for s in segments)
+    segments, _ = tiny_en.transcribe(clip, clip_timestamps="0,11.2,15,26")
+    assert word_errors(" ".join([JFK] * 2), transcript_text(segments))[0] <= 1
+    assert segments[0].start < 1.0 and any(s.start >= 15.0 for s in segments)
+
+
+def test_mixed_language_audio_per_window(jfk_path: Path, tmp_path: Path) -> None:
+    from npu_ep.export import resolve_model
+
+    german = load_audio(_speak("Guten Morgen. Heute ist das Wetter sehr schön, und wir gehen in den Park.",
+                               tmp_path / "de.wav", voice="de"))
+    jfk = load_audio(jfk_path)
+    clip = np.concatenate([jfk, np.zeros(30 * SAMPLE_RATE - len(jfk), dtype=np.float32), german])
+    pipeline = npu_ep.Pipeline(resolve_model("base"))
+    segments, info = pipeline.transcribe(clip, multilingual=True)
+    assert info.language == "en"
+    languages = {s.language for s in segments}
+    assert languages == {"en", "de"}, [(s.language, s.text) for s in segments]
+    assert all(s.language == "en" for s in segments if s.end <= 12.0)
+    assert all(s.language == "de" for s in segments if s.start >= 30.0)
+    # Without it the file's language (detected on the first window) holds throughout.
+    segments, _ = pipeline.transcribe(clip)
+    assert {s.language for s in segments} == {"en"}
+    with pytest.raises(NpuEpError, match="--multilingual: this model is English-only"):
+        npu_ep.Pipeline("tiny.en").check(npu_ep.DecodeOptions(multilingual=True))
+
+
+def test_cli_decoding_options(tiny_en_dir: Path, jfk_path: Path, tmp_path: Path, capsys: pytest.CaptureFixture,
+                              monkeypatch: pytest.MonkeyPatch) -> None:
+    from npu_ep.whisper import pipeline as pipeline_module
+
+    used = []
+    original = pipeline_module.Pipeline.transcribe_iter
+    monkeypatch.setattr(pipeline_module.Pipeline, "transcribe_iter",
+                        lambda self, audio, options, **kw: used.append(options) or original(self, audio, options, **kw))
+    args = ["--beam_size", "2", "--best-of", "3", "--patience", "1.5", "--length-penalty", "0.5",
+            "--temperature", "0", "--temperature_increment_on_fallback", "0.25", "--logprob-threshold", "none",
+            "--no_speech_threshold", "0.5", "--compression-ratio-threshold", "2.2",
+            "--condition_on_previous_text", "False", "--initial-prompt", "Kennedy.", "--suppress-tokens=-1,220"]
+    output = tmp_path / "out"
+    assert main(["transcribe", str(jfk_path), "--model", str(tiny_en_dir), *args, "--output-dir", str(output),
+                 "--quiet"]) == 0
+    assert used[-1] == npu_ep.DecodeOptions(
+        beam_size=2, best_of=3, patience=1.5, length_penalty=0.5, temperature=(0.0, 0.25, 0.5, 0.75, 1.0),
+        logprob_threshold=None, no_speech_threshold=0.5, compression_ratio_threshold=2.2,
+        condition_on_previous_text=False, initial_prompt="Kennedy.", suppress_tokens=(-1, 220),
+    )
+    assert word_errors(JFK, (output / "jfk.txt").read_text())[0] <= 1
+    # Bad values are one line each, before any model loads.
+    monkeypatch.setattr(pipeline_module.Pipeline, "__init__", lambda *a, **k: pytest.fail("model loaded"))
+    for bad, message in [(["--beam-size", "100"], "--beam-size 100: must be between 1 and 64"),
+                         (["--patience", "-1"], "--patience -1.0"),
+                         (["--clip-timestamps", "5,2"], "--clip-timestamps 5,2"),
+                         (["--no-speech-threshold", "3"], "--no-speech-threshold 3.0")]:
+        assert main(["transcribe", str(jfk_path), *bad, "--quiet"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and message in err, err

@@ -81,7 +81,8 @@ def add_transcription_arguments(parser: argparse.ArgumentParser) -> None:
     _option(group, "initial_prompt", "text said before the first window (names, spelling, style)")
     _option(group, "prefix", "text the first window's transcript starts with")
     _option(group, "hotwords", "words or phrases to prefer, in every window's prompt (not with --prefix)")
-    _option(group, "suppress_tokens", "comma-separated token ids never sampled; -1: the model's symbols",
+    _option(group, "suppress_tokens",
+            "comma-separated token ids never sampled; -1: the model's symbols (write --suppress-tokens=-1,...)",
             type=_numbers(int))
     _option(group, "suppress_blank", "never start a window with a blank (True/False)", type=_boolean)
     _option(group, "max_initial_timestamp", "the first timestamp of a window comes before this (seconds)", type=float)
