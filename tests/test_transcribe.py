@@ -223,6 +223,8 @@ def test_clip_timestamps_decode_only_the_clips(tiny_en: npu_ep.Pipeline, jfk_pat
     assert segments[0].start < 1.0 and any(s.start >= 15.0 for s in segments)
 
 
+@pytest.mark.needs_weights
+@pytest.mark.slow
 def test_mixed_language_audio_per_window(jfk_path: Path, tmp_path: Path) -> None:
     from npu_ep.export import resolve_model
 
