@@ -219,16 +219,18 @@ class ApplyTimestampRules:
             logits[:, :tb] = _NEG_INF
             logits[:, self.last_initial + 1 :] = _NEG_INF
             return
-        is_timestamp = tokens >= tb
+        is_timestamp = tokens[:, -2:] >= tb
         last = is_timestamp[:, -1]
-        penultimate = is_timestamp[:, -2] if tokens.shape[1] > 1 else np.ones_like(last)
-        logits[last & penultimate, tb:] = _NEG_INF  # a pair just closed: text (or the end) must follow
-        segment_end = last & ~penultimate
-        logits[segment_end, : self.eot] = _NEG_INF  # a segment just ended: its partner timestamp or the end
-        # The last timestamp of each row (timestamps never decrease, so it is the largest one).
-        last_timestamp = np.where(is_timestamp, tokens, tb - 1).max(axis=1)
-        # Timestamps never go back, and a segment never has zero length: the partner may repeat it, no other.
-        bound = np.where(segment_end, last_timestamp, last_timestamp + 1)
+        segment_end = np.zeros_like(last)
+        if last.any():  # most steps follow a text token: nothing to pair then
+            penultimate = is_timestamp[:, 0] if tokens.shape[1] > 1 else np.ones_like(last)
+            logits[last & penultimate, tb:] = _NEG_INF  # a pair just closed: text (or the end) must follow
+            segment_end = last & ~penultimate
+            logits[segment_end, : self.eot] = _NEG_INF  # a segment just ended: its partner timestamp or the end
+        # Timestamps never go back, and a segment never has zero length: the partner may repeat the last
+        # timestamp, no other token may. Timestamps outrank every text token and never decrease, so a
+        # row's largest token is its last timestamp (or, below <|0.00|>, masks nothing).
+        bound = tokens.max(axis=1) + 1 - segment_end
         times = logits[:, tb:]
         times[self._offsets < (bound - tb)[:, None]] = _NEG_INF
         peak = times.max(axis=1)
