@@ -132,3 +132,48 @@ def test_bad_arrays() -> None:
         load_audio(np.zeros(0, dtype=np.float32))
     with pytest.raises(NpuEpError, match="expected shape"):
         load_audio(np.zeros((2, 2, 1000), dtype=np.float32))
+
+
+@pytest.mark.parametrize("scale", [32767.0, 1e6])
+def test_float_audio_far_outside_unit_range_is_refused_in_one_line(tmp_path: Path, scale: float) -> None:
+    tone = _tone(16000, 1.0)
+    path = tmp_path / "unscaled.wav"
+    sf.write(path, tone * scale, 16000, subtype="FLOAT")  # int16 values stored as float, or worse
+    with pytest.raises(NpuEpError, match=r"unscaled.wav: float samples reach .*far outside \[-1, 1\]"):
+        load_audio(path)
+    with pytest.raises(NpuEpError, match=r"audio array: float samples reach"):
+        load_audio((tone * scale).astype(np.float32))
+    sf.write(path, tone * 1.2, 16000, subtype="FLOAT")  # a hot master slightly over 1 is still audio
+    assert abs(np.abs(load_audio(path)).max() - 0.6) < 0.01
+
+
+def test_channels_first_arrays_with_many_channels_keep_time_on_the_longer_axis() -> None:
+    tone = _tone(16000, 3.0).astype(np.float32)
+    sixteen = np.tile(tone, (16, 1))  # (16, N): channels first
+    audio = load_audio(sixteen)
+    assert len(audio) == 3 * SAMPLE_RATE
+    np.testing.assert_allclose(audio, tone, atol=1e-6)
+    np.testing.assert_allclose(load_audio(sixteen.T), tone, atol=1e-6)
+
+
+@pytest.mark.parametrize("rate", ["16000", True, None, 16000j])
+def test_a_sample_rate_that_is_not_a_number_is_refused_naming_the_parameter(rate: object) -> None:
+    with pytest.raises(NpuEpError, match=r"^audio array: sample_rate .* \(give a number, e\.g\. 16000\)$"):
+        load_audio(np.zeros(16000, dtype=np.float32), sample_rate=rate)
+
+
+@pytest.mark.parametrize("values", [np.ones(16000, dtype=bool), np.ones(16000, dtype=np.complex64), np.array(["0.1"] * 800)])
+def test_bool_complex_and_text_arrays_are_not_audio(values: np.ndarray) -> None:
+    with pytest.raises(NpuEpError, match=rf"^audio array: {values.dtype} values are not audio samples"):
+        load_audio(values)
+
+
+def test_unsigned_pcm_is_centred_as_audio_libraries_read_it(tmp_path: Path) -> None:
+    tone = _tone(16000, 0.5)
+    path = tmp_path / "u8.wav"
+    sf.write(path, tone, 16000, subtype="PCM_U8")
+    with open(path, "rb") as handle:  # the raw bytes after the 44-byte header: what a WAV parser hands over
+        u8 = np.frombuffer(handle.read()[44:], dtype=np.uint8)
+    np.testing.assert_allclose(load_audio(u8), load_audio(path), atol=1e-6)
+    np.testing.assert_allclose(load_audio(u8), tone, atol=1 / 128)
+    assert load_audio(np.full(800, 32768, dtype=np.uint16)).max() == 0.0

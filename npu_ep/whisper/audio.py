@@ -5,7 +5,11 @@ the pipeline only ever asks for the next 30 s window, moving forward.
 """
 from __future__ import annotations
 
+import contextlib
 import os
+import stat
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -18,11 +22,64 @@ AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3")
 # One STFT window (25 ms): anything shorter has no spectrum to recognise.
 MIN_SAMPLES = 400
 _BLOCK_SECONDS = 30
+# Float audio peaks near 1; far beyond it the samples are integers stored as floats (or garbage), which
+# Whisper hears as noise: refused, with the fix, rather than rescaled by a guessed factor.
+MAX_FLOAT_PEAK = 4.0
+_stderr_lock = threading.Lock()
+
+
+def display_name(path: str | os.PathLike) -> str:
+    """A path as printable text: bytes that are not UTF-8 shown as \\xNN rather than raising on print."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
+@contextlib.contextmanager
+def _decoder_quiet() -> Iterator[None]:
+    """Silence file descriptor 2 while a decoder library runs: libmpg123 prints its notes there itself.
+
+    Whatever another thread writes to fd 2 in that moment is lost too; the decoders' calls are short.
+    """
+    with _stderr_lock:
+        saved = os.dup(2)
+        try:
+            with open(os.devnull, "wb") as null:
+                os.dup2(null.fileno(), 2)
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
 
 
 def _check_finite(samples: np.ndarray, name: str) -> None:
     if not np.isfinite(samples).all():
         raise NpuEpError(f"{name}: the audio contains NaN or infinite samples (re-encode or clean the file)")
+
+
+def _check_range(samples: np.ndarray, name: str) -> None:
+    peak = float(np.abs(samples).max()) if samples.size else 0.0
+    if peak > MAX_FLOAT_PEAK:
+        raise NpuEpError(
+            f"{name}: float samples reach {peak:g}, far outside [-1, 1] (integer PCM stored as float? "
+            "divide by 32768 for 16-bit values, or save it as PCM)"
+        )
+
+
+def _pcm_to_float(audio: object) -> np.ndarray:
+    """Array-like PCM as float32 in [-1, 1): signed integers scaled as soundfile scales files, unsigned
+    ones (uint8 WAV data) centred on their midpoint first, as audio libraries read them."""
+    try:
+        raw = np.asarray(audio)
+        if raw.dtype == object:
+            raw = raw.astype(np.float32)
+    except (TypeError, ValueError):
+        raise NpuEpError(f"audio array: {type(audio).__name__} values are not audio samples (pass numbers)") from None
+    if raw.dtype.kind not in "iuf":  # bool, complex, strings, dates: not PCM
+        raise NpuEpError(f"audio array: {raw.dtype} values are not audio samples (pass integer or float PCM)")
+    if raw.dtype.kind == "f":
+        return raw.astype(np.float32, copy=False)
+    half = float(np.iinfo(raw.dtype).max) + 1 if raw.dtype.kind == "i" else (float(np.iinfo(raw.dtype).max) + 1) / 2
+    offset = half if raw.dtype.kind == "u" else 0.0
+    return ((raw.astype(np.float64) - offset) / half).astype(np.float32)
 
 
 def _downmix(samples: np.ndarray) -> np.ndarray:
@@ -34,26 +91,30 @@ class AudioSource:
 
     `window(start, count)` returns samples [start, start + count) (shorter at the end); `start` may not
     go back before the previous call's `start`, which lets the reader drop what lies behind.
+
+    An array is (samples,) or 2-D with time on the longer axis: (samples, channels) and (channels,
+    samples) both work, whatever the channel count. Integer PCM is scaled to [-1, 1) (unsigned centred
+    first); float samples far outside [-1, 1], bool, complex or non-numeric values are refused.
     """
 
     def __init__(self, audio: str | Path | np.ndarray, sample_rate: int = SAMPLE_RATE) -> None:
+        self._file = None
+        self._handle = None
         if not isinstance(audio, (str, os.PathLike)):  # an array, or anything numpy makes one of (lists, tensors)
             self.name = "audio array"
-            self._file = None
-            if sample_rate <= 0:
+            if isinstance(sample_rate, bool) or not isinstance(sample_rate, (int, float, np.integer, np.floating)):
+                raise NpuEpError(
+                    f"audio array: sample_rate {sample_rate!r} is a {type(sample_rate).__name__} (give a number, e.g. 16000)"
+                )
+            if not sample_rate > 0 or not np.isfinite(sample_rate):
                 raise NpuEpError(f"audio array: sample rate {sample_rate} Hz (give the array's real rate, e.g. 16000)")
-            try:
-                raw = np.asarray(audio)
-                # Integer PCM (e.g. int16 from a WAV reader) scaled to [-1, 1) as soundfile does for files.
-                scale = float(np.iinfo(raw.dtype).max) + 1 if np.issubdtype(raw.dtype, np.integer) else 1.0
-                samples = np.asarray(raw, dtype=np.float32) / np.float32(scale)
-            except (TypeError, ValueError):
-                raise NpuEpError(f"audio array: {type(audio).__name__} values are not audio samples (pass numbers)") from None
-            if samples.ndim == 2 and samples.shape[0] < samples.shape[1] and samples.shape[0] <= 8:
-                samples = samples.T  # (channels, samples) as torch/librosa hand it over
+            samples = _pcm_to_float(audio)
+            if samples.ndim == 2 and samples.shape[0] < samples.shape[1]:
+                samples = samples.T  # (channels, samples) as torch/librosa hand it over: time is the longer axis
             if samples.ndim not in (1, 2):
                 raise NpuEpError(f"audio array: expected shape (samples,) or (samples, channels), got {samples.shape}")
             _check_finite(samples, self.name)
+            _check_range(samples, self.name)
             samples = _downmix(samples)
             if sample_rate != SAMPLE_RATE and samples.size:
                 import soxr
@@ -79,18 +140,33 @@ class AudioSource:
     def _open(self, path: Path) -> None:
         import soundfile
 
-        self.name = str(path)
-        if not path.exists():
-            raise NpuEpError(f"{path}: no such file (check the path)")
-        if path.is_dir():
-            raise NpuEpError(f"{path}: is a folder, not an audio file (give the audio files inside it)")
-        if path.stat().st_size == 0:
-            raise NpuEpError(f"{path}: the file is empty (0 bytes; give a wav, flac, ogg or mp3 recording)")
+        self.name = name = display_name(path)
         try:
-            self._file = soundfile.SoundFile(str(path))
+            mode = path.stat().st_mode
+        except FileNotFoundError:
+            raise NpuEpError(f"{name}: no such file (check the path)") from None
+        except OSError as error:
+            raise NpuEpError(f"{name}: cannot read it ({error.strerror or error})") from None
+        if stat.S_ISDIR(mode):
+            raise NpuEpError(f"{name}: is a folder, not an audio file (give the audio files inside it)")
+        if not stat.S_ISREG(mode):  # reading a FIFO or a device could block forever or never end
+            raise NpuEpError(f"{name}: pipes and devices are not supported (save the audio to a file first)")
+        if path.stat().st_size == 0:
+            raise NpuEpError(f"{name}: the file is empty (0 bytes; give a wav, flac, ogg or mp3 recording)")
+        try:
+            # Python's open() encodes any name the OS gave us; soundfile would re-encode it strictly.
+            self._handle = open(path, "rb")
+        except PermissionError:
+            raise NpuEpError(f"permission denied: {name} (make it readable, e.g. chmod a+r)") from None
+        except OSError as error:
+            raise NpuEpError(f"{name}: cannot read it ({error.strerror or error})") from None
+        try:
+            with _decoder_quiet():
+                self._file = soundfile.SoundFile(self._handle)
         except (soundfile.LibsndfileError, RuntimeError, TypeError) as error:
-            reason = str(error).split(":")[-1].strip() or "unreadable"
-            raise NpuEpError(f"{path}: not a readable audio file ({reason}; give a wav, flac, ogg or mp3 recording)") from None
+            self.close()
+            reason = str(error).split(":")[-1].strip().rstrip(".") or "unreadable"
+            raise NpuEpError(f"{name}: not a readable audio file ({reason}; give a wav, flac, ogg or mp3 recording)") from None
         rate = self._file.samplerate
         self._resampler = None
         if rate != SAMPLE_RATE:
@@ -106,11 +182,13 @@ class AudioSource:
 
     def _read_block(self) -> np.ndarray:
         try:
-            block = self._file.read(self._block, dtype="float32", always_2d=True)
+            with _decoder_quiet():
+                block = self._file.read(self._block, dtype="float32", always_2d=True)
         except Exception as error:  # libsndfile reports corrupt data mid-stream as assorted errors
             raise NpuEpError(f"{self.name}: the audio data is corrupt ({error})") from None
         self._eof = len(block) < self._block
         _check_finite(block, self.name)
+        _check_range(block, self.name)
         mono = _downmix(block)
         if self._resampler is not None:
             mono = self._resampler.resample_chunk(mono, last=self._eof)
@@ -136,6 +214,9 @@ class AudioSource:
         if self._file is not None:
             self._file.close()
             self._file = None
+        if self._handle is not None:
+            self._handle.close()
+            self._handle = None
 
     def __enter__(self) -> AudioSource:
         return self

@@ -120,6 +120,7 @@ def decoding_options(args: argparse.Namespace) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
+    from npu_ep.whisper.audio import display_name
     from npu_ep.whisper.formats import render
     from npu_ep.whisper.pipeline import Pipeline
 
@@ -156,12 +157,12 @@ def run(args: argparse.Namespace) -> int:
                 target.write_text(output, encoding="utf-8")
             except OSError as error:
                 raise NpuEpError(
-                    f"{target}: cannot write the transcript of {file} ({error.strerror or error}; "
+                    f"{display_name(target)}: cannot write the transcript of {display_name(file)} ({error.strerror or error}; "
                     "choose another --output-dir)"
                 ) from None
             if not args.quiet:
                 print(
-                    f"npu-ep: {file} -> {target} ({info.duration:.1f} s of audio, {info.timing.realtime:.1f}x realtime)",
+                    f"npu-ep: {display_name(file)} -> {display_name(target)} ({info.duration:.1f} s of audio, {info.timing.realtime:.1f}x realtime)",
                     file=sys.stderr,
                 )
         except NpuEpError as error:
