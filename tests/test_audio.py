@@ -177,3 +177,12 @@ def test_unsigned_pcm_is_centred_as_audio_libraries_read_it(tmp_path: Path) -> N
     np.testing.assert_allclose(load_audio(u8), load_audio(path), atol=1e-6)
     np.testing.assert_allclose(load_audio(u8), tone, atol=1 / 128)
     assert load_audio(np.full(800, 32768, dtype=np.uint16)).max() == 0.0
+
+
+def test_sample_rates_no_recording_has_are_refused(tmp_path: Path) -> None:
+    path = tmp_path / "one-hertz.wav"
+    sf.write(path, np.zeros(1000), 1, subtype="PCM_16")  # resampled to 16 kHz it would grow 16000-fold
+    with pytest.raises(NpuEpError, match=r"one-hertz.wav: sample rate 1 Hz is outside 1000-768000 Hz"):
+        load_audio(path)
+    with pytest.raises(NpuEpError, match=r"audio array: sample rate 0.001 Hz is outside"):
+        load_audio(np.zeros(16000, dtype=np.float32), sample_rate=0.001)

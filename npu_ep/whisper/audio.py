@@ -25,6 +25,9 @@ _BLOCK_SECONDS = 30
 # Float audio peaks near 1; far beyond it the samples are integers stored as floats (or garbage), which
 # Whisper hears as noise: refused, with the fix, rather than rescaled by a guessed factor.
 MAX_FLOAT_PEAK = 4.0
+# Sample rates audio is recorded at lie well inside this; outside it a resample to 16 kHz would be a
+# memory bomb (a 1 Hz "recording" grows 16000-fold) or a header is lying.
+RATE_RANGE = (1000, 768_000)
 _stderr_lock = threading.Lock()
 
 
@@ -62,6 +65,11 @@ def _check_range(samples: np.ndarray, name: str) -> None:
             f"{name}: float samples reach {peak:g}, far outside [-1, 1] (integer PCM stored as float? "
             "divide by 32768 for 16-bit values, or save it as PCM)"
         )
+
+
+def _check_rate(rate: float, name: str, fix: str) -> None:
+    if not RATE_RANGE[0] <= rate <= RATE_RANGE[1]:  # NaN fails too
+        raise NpuEpError(f"{name}: sample rate {rate:g} Hz is outside {RATE_RANGE[0]}-{RATE_RANGE[1]} Hz ({fix})")
 
 
 def _pcm_to_float(audio: object) -> np.ndarray:
@@ -106,9 +114,10 @@ class AudioSource:
                 raise NpuEpError(
                     f"audio array: sample_rate {sample_rate!r} is a {type(sample_rate).__name__} (give a number, e.g. 16000)"
                 )
-            if not sample_rate > 0 or not np.isfinite(sample_rate):
-                raise NpuEpError(f"audio array: sample rate {sample_rate} Hz (give the array's real rate, e.g. 16000)")
+            _check_rate(sample_rate, self.name, "give the array's real rate, e.g. 16000")
             samples = _pcm_to_float(audio)
+            if samples.ndim == 2 and min(samples.shape) == 0:
+                samples = np.zeros(0, dtype=np.float32)  # no channels or no time: no samples
             if samples.ndim == 2 and samples.shape[0] < samples.shape[1]:
                 samples = samples.T  # (channels, samples) as torch/librosa hand it over: time is the longer axis
             if samples.ndim not in (1, 2):
@@ -168,6 +177,11 @@ class AudioSource:
             reason = str(error).split(":")[-1].strip().rstrip(".") or "unreadable"
             raise NpuEpError(f"{name}: not a readable audio file ({reason}; give a wav, flac, ogg or mp3 recording)") from None
         rate = self._file.samplerate
+        try:
+            _check_rate(rate, name, "the header is damaged, or re-encode the audio")
+        except NpuEpError:
+            self.close()
+            raise
         self._resampler = None
         if rate != SAMPLE_RATE:
             import soxr
