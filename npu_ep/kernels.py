@@ -171,6 +171,11 @@ def design(name: str) -> Design:
         raise NpuEpError(f"kernels/manifest.json: no kernel design {name!r}") from None
 
 
+def find(profile: str, dtype_in: str, kind: str = "gemm") -> Design | None:
+    """The design a partition profile uses for `kind` on `dtype_in`, if the manifest has one."""
+    return manifest().designs.get(f"{kind}-{dtype_in}-{FAMILY[profile]}")
+
+
 def kernel_for(profile: str, dtype_in: str, kind: str = "gemm") -> Design:
     """The design a partition profile uses for `kind` on `dtype_in` ("bf16" or "i8")."""
     name = f"{kind}-{dtype_in}-{FAMILY[profile]}"
@@ -180,11 +185,9 @@ def kernel_for(profile: str, dtype_in: str, kind: str = "gemm") -> Design:
 
 
 def placed_artifact(design_name: str, candidate) -> Artifact:
-    """The artifact a placed node runs: a gemm's shape is the candidate's (M, K, N); other kinds
-    give theirs, in the design's dims order, as `candidate.extra["shape"]`."""
-    found = design(design_name)
-    shape = (candidate.M, candidate.K, candidate.N) if found.kind == "gemm" else candidate.extra["shape"]
-    return found.artifact(*shape)
+    """The artifact a placed node runs: its form's problem dims (`candidate.work.dims`, in the
+    design's dims order) padded for the design."""
+    return design(design_name).artifact(*candidate.work.dims)
 
 
 def parse(identity: str) -> Artifact:

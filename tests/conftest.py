@@ -29,44 +29,6 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
                 item.add_marker(marker)
 
 
-def build_random_whisper(folder: Path, seed: int = 0) -> Path:
-    """Save a small random-weight English-only Whisper (tiny.en's tokenizer and vocabulary) as a
-    Hugging Face folder at `folder`, the way a user's own checkpoint would look."""
-    import torch
-    from transformers import WhisperConfig, WhisperForConditionalGeneration
-
-    from npu_ep.export import ct2_model_dir
-    from npu_ep.export.convert import save_tokenizer_and_preprocessor, special_tokens
-
-    tokenizer_json = ct2_model_dir("tiny.en") / "tokenizer.json"
-    ids = special_tokens(tokenizer_json)
-    config = WhisperConfig(
-        vocab_size=51864,  # tiny.en's vocabulary: text tokens, specials and timestamps
-        num_mel_bins=80,
-        d_model=64,
-        encoder_layers=2,
-        decoder_layers=2,
-        encoder_attention_heads=4,
-        decoder_attention_heads=4,
-        encoder_ffn_dim=128,
-        decoder_ffn_dim=128,
-        max_source_positions=1500,
-        max_target_positions=448,
-        pad_token_id=ids["eot"],
-        bos_token_id=ids["eot"],
-        eos_token_id=ids["eot"],
-        decoder_start_token_id=ids["sot"],
-    )
-    torch.manual_seed(seed)
-    model = WhisperForConditionalGeneration(config).eval()
-    with torch.no_grad():  # float16-exact weights, so a CTranslate2 (float16) round trip loses nothing
-        for parameter in model.parameters():
-            parameter.copy_(parameter.half().float())
-    model.save_pretrained(folder)
-    save_tokenizer_and_preprocessor(tokenizer_json, config.num_mel_bins, config.max_target_positions, folder)
-    return folder
-
-
 @pytest.fixture(scope="session")
 def jfk_path() -> Path:
     path = ROOT.parent / "shared" / "audio" / "jfk.flac"
@@ -75,8 +37,22 @@ def jfk_path() -> Path:
 
 
 @pytest.fixture(scope="session")
+def jfk_features(jfk_path):
+    """jfk's log-mel features padded to one 30 s encoder window: [1, 80, 3000]."""
+    import numpy as np
+
+    from npu_ep.whisper.audio import load_audio
+    from npu_ep.whisper.features import encoder_features
+
+    mel = encoder_features(load_audio(jfk_path))
+    mel = np.pad(mel, ((0, 0), (0, max(0, 3000 - mel.shape[1]))), constant_values=mel.min())[:, :3000]
+    return mel[None].astype(np.float32)
+
+
+@pytest.fixture(scope="session")
 def random_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """An exported small random-weight English-only Whisper (d_model 64, 2+2 layers): fast to run."""
+    from npu_ep.bench.shapes import build_random_whisper
     from npu_ep.export import export_model
 
     base = tmp_path_factory.mktemp("random-whisper")
@@ -100,7 +76,7 @@ def reference_calibration():
     from npu_ep.partition import cost
 
     return cost.Calibration(machine="tests", cpu_fixed_ms=0.006, cpu_gflops=80.0, cpu_int8_gops=200.0,
-                            cpu_mem_gbs=20.0, op_fixed_ms=0.02, host_gbs=20.0)
+                            cpu_batched_gflops=60.0, cpu_softmax_gelems=0.5, cpu_mem_gbs=20.0, op_fixed_ms=0.02, host_gbs=20.0)
 
 
 @pytest.fixture

@@ -28,7 +28,7 @@ def test_bench_measures_ours_and_skips_a_missing_engine(tmp_path, tiny_en_dir, j
     out = tmp_path / "out"
     code = main([
         "bench", str(jfk_path), "--refs", str(jfk_refs), "--models", str(tiny_en_dir),
-        "--engines", "ours-fp32,ours-int8", "--repeat", "1", "--threads", "1", "--out", str(out),
+        "--engines", "ours-fp32,ours-int8", "--repeat", "1", "--threads", "1", "--shapes", "none", "--out", str(out),
     ])
     assert code == 0
     table = capsys.readouterr().out
@@ -58,7 +58,7 @@ def test_unavailable_engine_is_skipped_with_a_note(tmp_path, random_model_dir, j
     # A model given as a folder has no known CTranslate2 weights, so faster-whisper cannot run on it.
     code = main([
         "bench", str(jfk_path), "--models", str(random_model_dir), "--engines", "faster-whisper-int8",
-        "--repeat", "1", "--out", str(tmp_path),
+        "--repeat", "1", "--shapes", "none", "--out", str(tmp_path),
     ])
     assert code == 0
     report = json.loads((tmp_path / "bench.json").read_text())

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import build_random_whisper
+from npu_ep.bench.shapes import build_random_whisper
 from npu_ep.errors import NpuEpError
 from npu_ep.export import ct2_model_dir, export_model
 from npu_ep.export.convert import ct2_dims, ct2_to_state_dict, prompt_ids, state_dict_to_ct2

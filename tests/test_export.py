@@ -123,7 +123,7 @@ def test_transformers_and_optimum_load_the_folder(random_model_dir):
 def test_sharded_checkpoint_folder_exports(tmp_path):
     from transformers import WhisperForConditionalGeneration
 
-    from conftest import build_random_whisper
+    from npu_ep.bench.shapes import build_random_whisper
 
     hf = build_random_whisper(tmp_path / "hf")
     model = WhisperForConditionalGeneration.from_pretrained(hf)

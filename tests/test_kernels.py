@@ -24,17 +24,22 @@ pytestmark = pytest.mark.usefixtures("reference_cpu", "clean_emulator")
 designs = kernel_build.designs()
 LimitError = designs.limits.DesignError
 
-TINY_EN_GEMMS = {"gemm-bf16-{d}-1536x384x384-t64x64x{n}-a4x{c}", "gemm-bf16-{d}-1536x384x1536-t64x64x{n}-a4x{c}",
-                 "gemm-bf16-{d}-1536x1536x384-t64x64x{n}-a4x{c}"}
+# The projections and FFN, the two convolutions as GEMMs (im2col rows x C_in*3 -> C_out), and each
+# layer's fused attention (6 heads, 1500 queries and keys, head width 64).
+TINY_EN_ARTIFACTS = {"gemm-bf16-{d}-1536x384x384-t64x64x{n}-a4x{c}", "gemm-bf16-{d}-1536x384x1536-t64x64x{n}-a4x{c}",
+                     "gemm-bf16-{d}-1536x1536x384-t64x64x{n}-a4x{c}", "gemm-bf16-{d}-3072x256x384-t64x64x{n}-a4x{c}",
+                     "gemm-bf16-{d}-1536x1152x384-t64x64x{n}-a4x{c}", "attention-bf16-{d}-6x{s}x1504x64x1500-t{q}x32-a4x{c}"}
 # Whisper's shapes beyond tiny.en's (base, small, medium, large-v3: widths 512-1280, FFN 4x, head
 # dim 64, 1500 encoder positions), for the kinds the placement may use: each must fit the array.
 WIDTHS = (384, 512, 768, 1024, 1280)
 
 
-@pytest.mark.parametrize("device, n, cols", [("npu1", 32, 4), ("npu2", 16, 8)])
-def test_selection_takes_exactly_the_shapes_the_placement_offloads(tiny_en_dir, device, n, cols):
+@pytest.mark.parametrize("device, n, cols, sq", [("npu1", 32, 4, 32), ("npu2", 16, 8, 16)])
+def test_selection_takes_exactly_the_shapes_the_placement_offloads(tiny_en_dir, device, n, cols, sq):
     artifacts = kernel_build.select([tiny_en_dir], device)
-    assert {a.identity for a in artifacts} == {name.format(d=device, n=n, c=cols) for name in TINY_EN_GEMMS}
+    expected = {name.format(d=device, n=n, c=cols, q=sq, s=-(-1500 // (sq * 4 * cols)) * sq * 4 * cols)
+                for name in TINY_EN_ARTIFACTS}
+    assert {a.identity for a in artifacts} == expected
     for artifact in artifacts:  # every artifact the build would make fits the tiles' memory
         budget = designs.plan(artifact)
         assert budget.l1_bytes <= 64 * 1024 and budget.l2_bytes <= 512 * 1024
@@ -88,7 +93,7 @@ def test_build_records_each_artifact_and_a_real_device_path_runs_only_those(tiny
     monkeypatch.setenv("NPU_EP_KERNELS", str(tmp_path / "kernels"))  # a fresh folder: starts from the shipped manifest
     artifacts = kernel_build.select([tiny_en_dir], "npu1")
     lines = kernel_build.build(artifacts, tmp_path / "work", compile_step=_stub_compile, toolchain={"mlir-aie": "stub"})
-    assert len(lines) == 3 and all("built" in line and "not verified (pyxrt is not installed)" in line for line in lines)
+    assert len(lines) == len(TINY_EN_ARTIFACTS) and all("built" in line and "not verified (pyxrt is not installed)" in line for line in lines)
     raw = json.loads((tmp_path / "kernels" / "manifest.json").read_text())
     assert set(raw["artifacts"]) == {a.identity for a in artifacts}
     entry = raw["artifacts"]["gemm-bf16-npu1-1536x384x1536-t64x64x32-a4x4"]

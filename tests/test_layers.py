@@ -14,7 +14,7 @@ ROOT = Path(npu_ep.__file__).parent
 # "npu_ep" is the package's own __init__ (the public API) only, so a new module must be placed here.
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("foundation", ("npu_ep.errors", "npu_ep.paths", "npu_ep.machine")),
-    ("model facts", ("npu_ep.whisper.spec", "npu_ep.kernels")),
+    ("model facts", ("npu_ep.whisper.spec", "npu_ep.kernels", "npu_ep.forms")),
     ("shared tools", ("npu_ep.model_folder", "npu_ep.metrics", "npu_ep.timing", "npu_ep.one_node")),
     ("engines", ("npu_ep.export", "npu_ep.partition", "npu_ep.provider")),
     ("cost-model calibration", ("npu_ep.calibrate",)),

@@ -36,25 +36,51 @@ def test_calibration_is_cached_per_machine(calibration):
 
 def test_shapes_follow_real_use(tiny_plans):
     encoder = {p.candidate.name: p.candidate for p in tiny_plans[("encoder_model.onnx", "xdna1")].placements}
-    q = encoder["/layers.0/self_attn/q_proj/MatMul"]
-    fc1 = encoder["/layers.0/fc1/MatMul"]
+    q = encoder["/layers.0/self_attn/q_proj/MatMul"].gemm
+    fc1 = encoder["/layers.0/fc1/MatMul"].gemm
     assert (q.M, q.K, q.N) == (1500, 384, 384)      # 3000 mel frames -> 1500 positions
     assert (fc1.M, fc1.K, fc1.N) == (1500, 384, 1536)
+    conv1, conv2 = encoder["/conv1/Conv"].gemm, encoder["/conv2/Conv"].gemm
+    assert (conv1.M, conv1.K, conv1.N) == (3000, 80 * 3, 384)   # im2col rows: one per output frame
+    assert (conv2.M, conv2.K, conv2.N) == (1500, 384 * 3, 384)  # stride 2
+    attention = encoder["/layers.0/self_attn/MatMul_1"]
+    assert attention.form.name == "attention"
+    assert [(g.batch, g.M, g.K, g.N) for g in attention.work.gemms] == [(6, 1500, 64, 1500), (6, 1500, 1500, 64)]
     with_past = tiny_plans[("decoder_with_past_model.onnx", "xdna1")].placements
-    assert {p.candidate.M for p in with_past if p.candidate.weight} == {1}  # one token per step
+    assert {p.candidate.gemm.M for p in with_past if p.candidate.weight} == {1}  # one token per step
 
 
 @pytest.mark.parametrize("device", ["xdna1", "xdna2"])
 def test_encoder_projections_go_to_the_npu_and_one_token_steps_stay(tiny_plans, device):
     encoder = tiny_plans[("encoder_model.onnx", device)]
     placed = {p.candidate.name.split("/")[-2]: p.device for p in encoder.placements if p.candidate.weight}
-    assert set(placed) == {"q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2"}
+    assert set(placed) == {"q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2", "conv1", "conv2"}
     assert set(placed.values()) == {"npu"}
-    assert len(encoder.offloaded) == 24
-    assert all(p.device == "cpu" for p in encoder.placements if p.candidate.kind == "activation_matmul")
+    # Each layer's QKᵀ -> Softmax -> AV goes as one fused attention node, in place of its three parts.
+    forms = [p.candidate.form.name for p in encoder.offloaded]
+    assert forms.count("attention") == 4 and len(encoder.offloaded) == 24 + 2 + 4
+    assert not any(p.candidate.form.name in ("batched_matmul", "softmax") for p in encoder.placements)
+    assert len(encoder.alternatives) == 0
     with_past = tiny_plans[("decoder_with_past_model.onnx", device)]
     assert with_past.offloaded == []
     assert all("M = 1" in p.reason for p in with_past.placements if p.candidate.weight)
+
+
+def test_attention_parts_are_placed_when_no_fused_kernel_exists(tiny_en_dir, reference_calibration, monkeypatch):
+    from npu_ep import kernels
+
+    real = kernels.find
+    monkeypatch.setattr(kernels, "find", lambda profile, dtype, kind="gemm": None if kind == "attention"
+                        else real(profile, dtype, kind))
+    encoder = planner.plan(tiny_en_dir / "encoder_model.onnx", "xdna1", calibration=reference_calibration)
+    forms = [p.candidate.form.name for p in encoder.placements]
+    assert forms.count("batched_matmul") == 8 and forms.count("softmax") == 4 and "attention" not in forms
+    assert [p.reason for p in encoder.alternatives] == ["no attention kernel for xdna1"] * 4
+    # The separate parts cost the same CPU time the fused block would: one consistent CPU-only total.
+    monkeypatch.undo()
+    fused = planner.plan(tiny_en_dir / "encoder_model.onnx", "xdna1", calibration=reference_calibration)
+    assert abs(encoder.cpu_ms - fused.cpu_ms) < 1e-6 * fused.cpu_ms
+    assert fused.hybrid_ms < encoder.hybrid_ms  # the score matrix's round trips cost time
 
 
 def test_partitioned_time_never_exceeds_cpu_only(random_model_dir, tiny_plans, calibration):
@@ -77,28 +103,36 @@ def test_a_faster_cpu_never_sends_more_to_the_npu(tiny_en_dir, reference_calibra
     for speed in (0.25, 1.0, 4.0, 1000.0):
         faster = dataclasses.replace(reference_calibration, cpu_gflops=reference_calibration.cpu_gflops * speed,
                                      cpu_int8_gops=reference_calibration.cpu_int8_gops * speed,
-                                     cpu_mem_gbs=reference_calibration.cpu_mem_gbs * speed)
+                                     cpu_mem_gbs=reference_calibration.cpu_mem_gbs * speed,
+                                     cpu_batched_gflops=reference_calibration.cpu_batched_gflops * speed,
+                                     cpu_softmax_gelems=reference_calibration.cpu_softmax_gelems * speed)
         plan = planner.plan(encoder, "xdna1", faster)
         offloaded.append({p.candidate.name for p in plan.offloaded})
         assert plan.hybrid_ms <= plan.cpu_ms
         custom = [n.name for n in planner.apply(encoder, plan).graph.node if n.domain == DOMAIN]
         assert sorted(custom) == sorted(offloaded[-1])
     assert all(later <= earlier for earlier, later in zip(offloaded, offloaded[1:]))
-    assert len(offloaded[1]) == 24 and offloaded[-1] == set()
+    assert len(offloaded[1]) == 30 and offloaded[-1] == set()  # 24 MatMuls, 2 convolutions, 4 attention blocks
 
 
 def test_rewrite_keeps_weights_as_initializers(tiny_en_dir, reference_calibration):
     original = onnx.load(str(tiny_en_dir / "encoder_model.onnx"))
     partitioned = planner.partition(original, "xdna1", reference_calibration)
     custom = [n for n in partitioned.graph.node if n.domain == DOMAIN]
-    assert len(custom) == 24 and {n.op_type for n in custom} == {"NpuMatMul"}
+    by_type = {t: [n for n in custom if n.op_type == t] for t in {n.op_type for n in custom}}
+    assert {t: len(n) for t, n in by_type.items()} == {"NpuMatMul": 24, "NpuConv": 2, "NpuAttention": 4}
     initializers = {i.name for i in partitioned.graph.initializer}
     assert initializers == {i.name for i in original.graph.initializer}
+    kernel = {"NpuMatMul": "gemm-bf16-npu1", "NpuConv": "gemm-bf16-npu1", "NpuAttention": "attention-bf16-npu1"}
     for node in custom:
-        attrs = {a.name: a.s.decode() for a in node.attribute}
-        assert node.input[1] in initializers
-        assert attrs["kernel"] == "gemm-bf16-npu1"
+        attrs = {a.name: a.s.decode() for a in node.attribute if a.type == onnx.AttributeProto.STRING}
+        assert node.op_type == "NpuAttention" or node.input[1] in initializers
+        assert attrs["kernel"] == kernel[node.op_type]
         assert attrs["node_key"].startswith(node.name + "#")
+    # A fused attention node replaces its block: no Softmax is left, and nothing reads a removed tensor.
+    assert not any(n.op_type == "Softmax" for n in partitioned.graph.node)
+    produced = {o for n in partitioned.graph.node for o in n.output} | initializers | {i.name for i in partitioned.graph.input}
+    assert all(name in produced for n in partitioned.graph.node for name in n.input if name)
     keys = [a.s for n in custom for a in n.attribute if a.name == "node_key"]
     assert len(set(keys)) == len(keys)
     # Stable: the same model gives the same keys.
@@ -116,10 +150,10 @@ def test_cli_writes_partitioned_copies_and_report(random_model_dir, tmp_path):
         # A copy only where something is offloaded (no second copy of the weights otherwise); a record always.
         assert copy.exists() == bool(offloaded) and json.loads(record.read_text())["offloaded"] == offloaded, name
     text = report.read_text()
-    assert "projected by the cost model" in text and "| node | M x K x N |" in text
+    assert "projected by the cost model" in text and "| node | form: [batch x] M x K x N |" in text
     assert [m["model"].split("/")[-1] for m in data["models"]] == [f.removesuffix(".onnx") for f in FILES]
     node = data["models"][0]["nodes"][0]
-    assert {"name", "M", "K", "N", "flops", "bytes_in", "bytes_out", "cpu_ms", "npu_ms", "decision", "reason"} <= set(node)
+    assert {"name", "form", "shape", "gemms", "flops", "bytes_in", "bytes_out", "cpu_ms", "npu_ms", "decision", "reason"} <= set(node)
     assert report.with_suffix(".png").read_bytes()[:4] == b"\x89PNG"
 
 

@@ -250,21 +250,11 @@ def test_qdq_matmul_runs_on_the_int8_kernel(tmp_path):
 
 
 # -- tiny.en acceptance -----------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def jfk_features(jfk_path) -> np.ndarray:
-    from npu_ep.whisper.audio import load_audio
-    from npu_ep.whisper.features import encoder_features
-
-    mel = encoder_features(load_audio(jfk_path))
-    mel = np.pad(mel, ((0, 0), (0, max(0, 3000 - mel.shape[1]))), constant_values=mel.min())[:, :3000]
-    return mel[None].astype(np.float32)
-
-
 def test_tiny_en_encoder_on_the_emulated_xdna1(tiny_en_dir, jfk_features):
     encoder = tiny_en_dir / "encoder_model.onnx"
     session = create_session(encoder, "emulator")
     offloaded = offloaded_count(onnx.load(str(tiny_en_dir / "encoder_model.emulator.onnx")))
-    assert offloaded == 24  # q, k, v, out, fc1, fc2 of 4 layers
+    assert offloaded == 30  # q, k, v, out, fc1, fc2 and the fused attention of 4 layers; 2 convolutions
     ref = create_session(encoder, "cpu").run(None, {"input_features": jfk_features})[0]
     to_device = []
     for _ in range(2):
@@ -272,7 +262,7 @@ def test_tiny_en_encoder_on_the_emulated_xdna1(tiny_en_dir, jfk_features):
         out = session.run(None, {"input_features": jfk_features})[0]
         assert emulator.stats.dispatches == offloaded
         to_device.append(emulator.stats.bytes_to_device)
-    assert session.npu_backend.weight_uploads == offloaded  # once per session, not per run
+    assert session.npu_backend.weight_uploads == offloaded - 4  # once per session, not per run; attention has none
     weights = sum(4 * np.prod(i.dims) for i in onnx.load(str(encoder)).graph.initializer if len(i.dims) == 2
                   and i.dims[0] in (384, 1536) and i.dims[1] in (384, 1536)) // 2  # bf16 on the device
     assert to_device[0] - to_device[1] >= weights  # the first run carried the weights, the second did not
@@ -350,6 +340,13 @@ def test_bench_section_labels_every_npu_figure(random_model_dir):
     host = data["encoders"][0]["host_cpu"]
     assert host["cpu_only_ms"] > 0 and host["offloaded_ms"] > 0 and host["share"] == host["offloaded_ms"] / host["cpu_only_ms"]
     assert "offloaded pass run on the emulated device" in text and "process CPU time" in text
+    (row,) = data["encoders"]
+    assert row["xdna1"]["host_ms"] > 0 and row["xdna1"]["projected_ms"] > row["xdna1"]["host_ms"]
+    assert row["xdna1"]["forms"].get("attention") == 2  # the random model's two layers, fused
+    moved = {label: c["bytes_moved"] for label, c in row["configurations"].items()}
+    # Fused attention keeps each layer's score matrix on the device; as parts it crosses twice.
+    assert moved["+ conv, fused attention"] < moved["+ conv, attention as parts"]
+    assert "MB moved per pass" in text and "run on the emulated device" in text
 
 
 def test_activation_kinds_run_with_padded_buffers_and_stale_padding_cleared():

@@ -12,6 +12,7 @@ import platform
 import sys
 from pathlib import Path
 
+from npu_ep.bench.shapes import SHAPES
 from npu_ep.errors import NpuEpError
 
 log = logging.getLogger(__name__)
@@ -28,6 +29,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="CPU threads for every engine (default: all cores)")
     parser.add_argument("--repeat", type=int, default=3, help="timed rounds after one warm-up; the median is shown (default: 3)")
     parser.add_argument("--refs", type=Path, help="JSON file mapping audio file name -> reference transcript (for WER)")
+    parser.add_argument("--shapes", default=",".join(SHAPES),
+                        help="random-weight models shaped like these checkpoints, projected in the NPU section; "
+                             f"'none' for none (default: {','.join(SHAPES)}; built once under NPU_EP_CACHE)")
     parser.add_argument("--out", type=Path, default=Path("bench-out"), help="folder for bench.json, bench.png and logs (default: bench-out)")
 
 
@@ -77,13 +81,23 @@ def _models(value: str) -> dict[str, Path]:
     return {name: resolve_model(entry) for name, entry in given.items()}
 
 
-def _npu_section(model_dirs: dict[str, Path]) -> tuple[str, dict]:
+def _shapes(value: str) -> list[str]:
+    if value == "none":
+        return []
+    shapes = _csv(value, "--shapes")
+    unknown = [shape for shape in shapes if shape not in SHAPES]
+    if unknown:
+        raise NpuEpError(f"--shapes: unknown {', '.join(unknown)} (known: {', '.join(SHAPES)}, or none)")
+    return shapes
+
+
+def _npu_section(model_dirs: dict[str, Path], shapes: list[str]) -> tuple[str, dict]:
     """The provider's NPU figures (emulated dispatch overhead, projected XDNA encoder times), labelled."""
     from npu_ep.bench.npu import npu_report
 
     log.info("measuring the NPU provider section (emulated dispatches, cost-model projections)")
     try:
-        return npu_report(list(model_dirs.values()))
+        return npu_report(list(model_dirs.values()), shapes)
     except Exception as error:  # a secondary section must not throw away the engines' measurements
         note = f"NPU section not produced: {type(error).__name__}: {error}"
         return note, {"error": note}
@@ -114,10 +128,11 @@ def run(args: argparse.Namespace) -> int:
         raise NpuEpError(f"{args.out}: cannot create the output folder ({error.strerror})") from None
 
     models = _models(args.models)
+    shapes = _shapes(args.shapes)
     runs, machine = measure(files, models, engines, beam_sizes, args.threads, args.repeat, args.out / "logs")
     durations = machine.pop("durations")
     results = [summarize(one, durations, references) for one in runs]
-    npu_markdown, npu_data = _npu_section(models)
+    npu_markdown, npu_data = _npu_section(models, shapes)
     report = {
         "settings": {
             "models": {name: str(path) for name, path in models.items()}, "engines": engines,

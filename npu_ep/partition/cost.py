@@ -1,21 +1,26 @@
-"""The cost model: predicted time of one GEMM node on the CPU and through the NPU provider.
+"""The cost model: predicted time of one candidate's `Work` (npu_ep.forms) on the CPU and through
+the NPU provider.
 
 CPU side: this machine's `Calibration` (measured by `npu_ep.calibrate`, above this package and the
-provider it measures): ONNX Runtime's own MatMul and MatMulInteger rates, plus the host copy rate
-and the fixed cost of one Python custom-op call.
-NPU side: the device profile (dispatch, measured whole-array GEMM rates, DMA overlapping them) plus the
-host work this provider really does per call (bridge copies, packing), priced with the calibration.
+provider it measures): the rates of ONNX Runtime's own kernels the CPU path runs (MatMul with a
+weight, MatMulInteger, attention's batched MatMul, Softmax), plus the host copy rate and the fixed
+cost of one Python custom-op call.
+NPU side: the device profile (dispatch, measured whole-array GEMM and softmax rates, DMA
+overlapping them) plus the host work this provider really does per call (bridge copies, packing,
+layout), priced with the calibration.
 """
 from __future__ import annotations
 
+import math
 import os
 import platform
 from dataclasses import dataclass
 
+from npu_ep.forms import Work
 from npu_ep.kernels import Design
 from npu_ep.partition.profiles import DeviceProfile
 
-CALIBRATION_VERSION = 4  # 4: the host path measured without the emulated device's own run time
+CALIBRATION_VERSION = 5  # 4: the host path measured without the emulated device's own run time; 5: batched MatMul and Softmax rates
 
 
 @dataclass(frozen=True)
@@ -24,6 +29,8 @@ class Calibration:
     cpu_fixed_ms: float     # one small MatMul node
     cpu_gflops: float       # float32 MatMul, activation-heavy shape
     cpu_int8_gops: float    # MatMulInteger, same shape
+    cpu_batched_gflops: float  # float32 MatMul of two activations over 6 heads (attention's shapes)
+    cpu_softmax_gelems: float  # Softmax over the last axis, 10^9 elements per second
     cpu_mem_gbs: float      # weight streaming rate of a one-row MatMul
     op_fixed_ms: float      # one Python custom-op call beyond a plain ORT node
     host_gbs: float         # the provider's host path per byte: bridge copies and packing
@@ -53,27 +60,26 @@ def machine_id() -> str:
     return f"{platform.node()}|{model}|{os.cpu_count()} cpus|onnxruntime {onnxruntime.__version__}|v{CALIBRATION_VERSION}"
 
 
-def host_bytes(M: int, K: int, N: int, int8: bool) -> int:
-    """Bytes the host path moves per call: bridge in (activation, weight), packing, bridge out."""
-    size_host, size_in = (1, 1) if int8 else (4, 2)
-    return M * K * size_host + K * N * size_host + M * K * (size_host + size_in) + M * N * 4
+def cpu_ms(work: Work, cal: Calibration) -> float:
+    """ONNX Runtime's CPU time for the nodes a candidate replaces: per node a fixed cost, GEMMs at the
+    calibrated rate of their kind (bounded below by streaming a weight), Softmax at its rate."""
+    nodes = len(work.gemms) + (1 if work.softmax else 0)
+    if work.int8:
+        rate = cal.cpu_int8_gops
+    else:
+        rate = cal.cpu_gflops if work.gemms and work.gemms[0].batch == 1 else cal.cpu_batched_gflops
+    gemm_s = max(work.flops / (rate * 1e9), work.weight_bytes / (cal.cpu_mem_gbs * 1e9)) if work.gemms else 0.0
+    return nodes * cal.cpu_fixed_ms + (gemm_s + work.softmax / (cal.cpu_softmax_gelems * 1e9)) * 1e3
 
 
-def cpu_ms(M: int, K: int, N: int, int8: bool, cal: Calibration) -> float:
-    rate = (cal.cpu_int8_gops if int8 else cal.cpu_gflops) * 1e9
-    weight_bytes = K * N * (1 if int8 else 4)
-    return cal.cpu_fixed_ms + max(2 * M * K * N / rate, weight_bytes / (cal.cpu_mem_gbs * 1e9)) * 1e3
-
-
-def estimate(M: int, K: int, N: int, int8: bool, kernel: Design, device: DeviceProfile,
-             cal: Calibration) -> Estimate:
+def estimate(work: Work, kernel: Design, device: DeviceProfile, cal: Calibration) -> Estimate:
     """Predicted CPU time and NPU-provider time of a warm device: dispatch + device time (compute,
-    or the shim DMAs where they take longer: they overlap) + host work."""
-    Mp, Kp, Np = kernel.padded(M, K, N)
-    size_in, size_out = (1, 4) if int8 else (2, 4)
-    compute = device.compute_ms(2 * Mp * Kp * Np, int8)
-    dma = ((M * Kp + Kp * Np) * size_in + M * Np * size_out) / (device.dma_gbs * 1e9) * 1e3
+    or the shim DMAs where they take longer: they overlap) + host work. The device computes and
+    moves the problem padded to the design's multiples."""
+    padding = math.prod(kernel.padded(*work.dims)) / math.prod(work.dims)
+    compute = (device.compute_ms(work.flops, work.int8) + device.vector_ms(work.softmax)) * padding
+    dma = (work.to_device + work.from_device + work.resident_bytes) * padding / (device.dma_gbs * 1e9) * 1e3
     transfer = max(0.0, dma - compute)  # what the DMAs add beyond the compute they overlap
-    host = cal.op_fixed_ms + host_bytes(M, K, N, int8) / (cal.host_gbs * 1e9) * 1e3
-    npu = device.dispatch_ms + compute + transfer + host
-    return Estimate(cpu_ms(M, K, N, int8, cal), npu, device.dispatch_ms, transfer, compute, host)
+    host = cal.op_fixed_ms + work.host_bytes / (cal.host_gbs * 1e9) * 1e3
+    dispatch = device.dispatch_ms * work.dispatches
+    return Estimate(cpu_ms(work, cal), dispatch + compute + transfer + host, dispatch, transfer, compute, host)

@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import json
+import json
+import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import onnx
@@ -12,24 +14,25 @@ from npu_ep.errors import NpuEpError
 from npu_ep.partition import cost, graph, profiles, rewrite
 from npu_ep import kernels
 
-PARTITION_VERSION = 4  # 2: no copy for files with nothing offloaded; a .json record per copy; 3: kernels named by design; 4: the artifacts to warm up in the summary
+# 2: no copy for files with nothing offloaded; a .json record per copy; 3: kernels named by design;
+# 4: the artifacts to warm up in the summary; 5: op forms (convolutions, attention)
+PARTITION_VERSION = 5
 # The NPU must win by this share of the CPU time: it absorbs the projection's error, so a node
 # never moves for a predicted gain smaller than the model can resolve.
 MARGIN = 0.8
+PROTO_LIMIT = 1_900_000_000  # bytes of weights past which a model cannot be one protobuf message (2 GB)
 
 
 @dataclass
 class Placement:
     candidate: graph.Candidate
     kernel: str | None
-    estimate: cost.Estimate | None
+    estimate: cost.Estimate       # npu_ms is infinite when no kernel exists for the form
     device: str          # "npu" or "cpu"
     reason: str
 
     @property
     def chosen_ms(self) -> float:
-        if self.estimate is None:
-            return 0.0
         return self.estimate.npu_ms if self.device == "npu" else self.estimate.cpu_ms
 
 
@@ -38,6 +41,7 @@ class Plan:
     model_name: str
     profile: profiles.DeviceProfile
     placements: list[Placement]
+    alternatives: list[Placement] = field(default_factory=list)  # blocks not chosen over their parts
 
     @property
     def offloaded(self) -> list[Placement]:
@@ -46,7 +50,7 @@ class Plan:
     @property
     def cpu_ms(self) -> float:
         """Predicted time of the GEMM nodes on the CPU alone."""
-        return sum(p.estimate.cpu_ms for p in self.placements if p.estimate)
+        return sum(p.estimate.cpu_ms for p in self.placements)
 
     @property
     def hybrid_ms(self) -> float:
@@ -67,30 +71,56 @@ def _load(model: str | Path | onnx.ModelProto) -> tuple[onnx.ModelProto, str]:
 
 
 def plan(model: str | Path | onnx.ModelProto, device: str, calibration: cost.Calibration,
-         dims: dict[str, int] | None = None, name: str | None = None) -> Plan:
-    """Decide every candidate node's place for `device` (a profile name), priced with `calibration`
-    (this machine's: `npu_ep.calibrate.calibration()`)."""
+         dims: dict[str, int] | None = None, name: str | None = None, forms: set[str] | None = None) -> Plan:
+    """Decide every candidate's place for `device` (a profile name), priced with `calibration`
+    (this machine's: `npu_ep.calibrate.calibration()`); `forms` limits the op forms considered
+    (names from npu_ep.forms; all by default)."""
     proto, default_name = _load(model)
     name = name or default_name
     profile = profiles.profile(device)
-    candidates = graph.find_candidates(proto)
+    candidates = [c for c in graph.find_candidates(proto) if forms is None or c.form.name in forms]
     graph.resolve_shapes(proto, candidates, dims)
-    placements = []
+    placements, blocks = [], []
     for c in candidates:
-        kernel = kernels.kernel_for(profile.name, "i8" if c.int8 else "bf16")
-        if c.kind == "activation_matmul":
-            placements.append(Placement(c, None, None, "cpu", c.unsupported))
-            continue
-        estimate = cost.estimate(c.M, c.K, c.N, c.int8, kernel, profile, calibration)
-        if c.unsupported:
-            placements.append(Placement(c, kernel.name, estimate, "cpu", c.unsupported))
-        elif estimate.npu_ms < MARGIN * estimate.cpu_ms:
-            gain = estimate.cpu_ms / estimate.npu_ms
-            placements.append(Placement(c, kernel.name, estimate, "npu", f"NPU predicted {gain:.1f}x faster"))
-        else:
-            what = "dispatch + transfers dominate" if c.M <= 16 else "no predicted gain"
-            placements.append(Placement(c, kernel.name, estimate, "cpu", f"{what} (M = {c.M})"))
-    return Plan(name, profile, placements)
+        (blocks if c.form.block else placements).append(_place(c, profile, calibration))
+    alternatives = []
+    for block in blocks:
+        _choose_block(block, placements, alternatives)
+    return Plan(name, profile, placements, alternatives)
+
+
+def _place(c: graph.Candidate, profile: profiles.DeviceProfile, cal: cost.Calibration) -> Placement:
+    kernel = kernels.find(profile.name, c.form.dtype(c), c.form.kernel_kind)
+    work = c.work
+    if kernel is None:
+        estimate = cost.Estimate(cost.cpu_ms(work, cal), math.inf, 0.0, 0.0, 0.0, 0.0)
+        return Placement(c, None, estimate, "cpu", f"no {c.form.kernel_kind} kernel for {profile.name}")
+    estimate = cost.estimate(work, kernel, profile, cal)
+    if c.unsupported:
+        return Placement(c, kernel.name, estimate, "cpu", c.unsupported)
+    if estimate.npu_ms < MARGIN * estimate.cpu_ms:
+        return Placement(c, kernel.name, estimate, "npu", f"NPU predicted {estimate.cpu_ms / estimate.npu_ms:.1f}x faster")
+    rows = work.gemms[0].M if work.gemms else 0
+    what = "dispatch + transfers dominate" if work.gemms and rows <= 16 else "no predicted gain"
+    return Placement(c, kernel.name, estimate, "cpu", f"{what} (M = {rows})" if work.gemms else what)
+
+
+def _choose_block(block: Placement, placements: list[Placement], alternatives: list[Placement]) -> None:
+    """A block (e.g. fused attention) replaces its parts' placements when it is predicted faster than
+    they are, as placed; otherwise it is kept as an alternative the report shows."""
+    outputs = {n.output[0] for n in block.candidate.replaced}
+    parts = [i for i, p in enumerate(placements) if p.candidate.node.output[0] in outputs]
+    parts_ms = sum(placements[i].chosen_ms for i in parts)
+    if block.device == "npu" and len(parts) == len(outputs) and block.chosen_ms < parts_ms:
+        first = parts[0]
+        for i in reversed(parts):
+            del placements[i]
+        placements.insert(first, block)
+        return
+    if block.device == "npu":
+        block.device = "cpu"
+        block.reason = f"its parts as placed are predicted faster ({parts_ms:.3f} ms)"
+    alternatives.append(block)
 
 
 def apply(model: str | Path | onnx.ModelProto, chosen_plan: Plan) -> onnx.ModelProto:
@@ -106,10 +136,11 @@ def apply(model: str | Path | onnx.ModelProto, chosen_plan: Plan) -> onnx.ModelP
     return partitioned
 
 
-def partition(model: str | Path | onnx.ModelProto, device: str, calibration: cost.Calibration) -> onnx.ModelProto:
-    """The model with its NPU-worthy GEMMs rewritten into the provider's custom ops."""
+def partition(model: str | Path | onnx.ModelProto, device: str, calibration: cost.Calibration,
+              forms: set[str] | None = None) -> onnx.ModelProto:
+    """The model with its NPU-worthy nodes rewritten into the provider's custom ops."""
     proto, _ = _load(model)
-    return apply(proto, plan(proto, device, calibration))
+    return apply(proto, plan(proto, device, calibration, forms=forms))
 
 
 def partitioned_path(onnx_path: Path, device: str) -> Path:
@@ -146,7 +177,10 @@ def partition_file(onnx_path: str | Path, device: str, calibration: Callable[[],
     target.unlink(missing_ok=True)
     if chosen.offloaded:
         temporary = target.with_suffix(".tmp")
-        onnx.save(apply(proto, chosen), str(temporary))
+        partitioned = apply(proto, chosen)
+        # Past protobuf's 2 GB (a large-v3-sized encoder) the weights go beside the copy, as the export's do.
+        large = sum(len(t.raw_data) for t in partitioned.graph.initializer) > PROTO_LIMIT
+        onnx.save(partitioned, str(temporary), save_as_external_data=large, location=f"{target.name}.data")
         temporary.replace(target)
     record.write_text(json.dumps({"source": stamp, "offloaded": len(chosen.offloaded)}))
     return (target if chosen.offloaded else onnx_path), chosen

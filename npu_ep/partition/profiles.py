@@ -21,13 +21,17 @@ class DeviceProfile:
     dispatch_ms: float           # one warm kernel run: submit, start, wait, completion (XRT + firmware)
     cold_run_ms: float           # the first run after the device sat idle (clock at its lowest level)
     clock_ramp_s: float          # time for the clock to reach full speed after the driver raises it
+    softmax_gelems: float        # row-wise bf16 softmax on the vector units, 10^9 elements per second
 
     def compute_ms(self, flops: float, int8: bool) -> float:
         return flops / ((self.int8_tops if int8 else self.bf16_tflops) * 1e12) * 1e3
 
+    def vector_ms(self, elements: int) -> float:
+        return elements / (self.softmax_gelems * 1e9) * 1e3
+
 
 # The figures the placement report varies (each made 2x worse) and which way is worse.
-FIGURES = {"bf16_tflops": 0.5, "int8_tops": 0.5, "dma_gbs": 0.5, "dispatch_ms": 2.0}
+FIGURES = {"bf16_tflops": 0.5, "int8_tops": 0.5, "dma_gbs": 0.5, "dispatch_ms": 2.0, "softmax_gelems": 0.5}
 
 XDNA1 = DeviceProfile(
     name="xdna1",
@@ -53,6 +57,10 @@ XDNA1 = DeviceProfile(
     # amd/xdna-driver #1425: the NPU clock reaches ~98 % of max ~3.5 s after a DPM change (Strix;
     # the same driver path on Phoenix).
     clock_ramp_s=3.5,
+    # Xilinx/mlir-aie PR #2876: its softmax example (262,144 bf16 elements, programming_examples/ml/
+    # softmax/softmax.py) in 141 us on 4 NPU2 cores = 1.86 G elements/s. Taken unscaled for the whole
+    # XDNA1 array: 16 cores at a lower clock than NPU2's, with a table-lookup exp (aie2 lut_based_ops).
+    softmax_gelems=1.86,
 )
 
 XDNA2 = DeviceProfile(
@@ -73,6 +81,8 @@ XDNA2 = DeviceProfile(
     # Same driver and firmware behaviour as XDNA1 (mlir-aie #2944, xdna-driver #1425).
     cold_run_ms=136.0,
     clock_ramp_s=3.5,
+    # The same measurement (mlir-aie PR #2876, 4 NPU2 cores), unscaled for the 32-core array.
+    softmax_gelems=1.86,
 )
 
 # The emulated device stands in for an XDNA1: it runs the npu1 kernels, and placement for it is

@@ -15,29 +15,30 @@ LABEL = "projected by the cost model"
 def flips(placement, plan: Plan, calibration) -> list[str]:
     """The device figures that, made 2x worse one at a time, would change this node's place."""
     c = placement.candidate
-    if placement.estimate is None or placement.kernel is None or c.unsupported:
+    if placement.kernel is None or c.unsupported:
         return []
     from npu_ep import kernels
 
     design = kernels.design(placement.kernel)
     changed = []
     for figure in profiles.FIGURES:
-        worse = cost.estimate(c.M, c.K, c.N, c.int8, design, profiles.worse(plan.profile, figure), calibration)
+        worse = cost.estimate(c.work, design, profiles.worse(plan.profile, figure), calibration)
         if (worse.npu_ms < MARGIN * worse.cpu_ms) != (placement.device == "npu"):
             changed.append(figure)
     return changed
 
 
 def _row(placement, plan: Plan, calibration) -> dict:
-    c, e = placement.candidate, placement.estimate
-    size_in, size_out = (1, 4) if c.int8 else (4, 4)
-    row = {"name": c.name, "kind": c.kind, "M": c.M, "K": c.K, "N": c.N, "flops": 2 * c.M * c.K * c.N,
-           "bytes_in": c.M * c.K * size_in + (c.K * c.N * size_in if c.weight else 0),
-           "bytes_out": c.M * c.N * size_out, "decision": placement.device, "reason": placement.reason,
-           "kernel": placement.kernel if placement.device == "npu" else None,
+    c, e, work = placement.candidate, placement.estimate, placement.candidate.work
+    shape = " + ".join(f"{g.batch}x " * (g.batch > 1) + f"{g.M} x {g.K} x {g.N}" for g in work.gemms) or \
+        f"softmax of {work.softmax:,}"
+    row = {"name": c.name, "form": c.form.name, "shape": shape, "gemms": [vars(g) for g in work.gemms],
+           "flops": work.flops, "bytes_in": work.to_device, "bytes_out": work.from_device,
+           "decision": placement.device, "reason": placement.reason,
+           "kernel": placement.kernel if placement.device == "npu" else None, "cpu_ms": round(e.cpu_ms, 4),
            "flips_if_2x_worse": flips(placement, plan, calibration)}
-    if e is not None:
-        row.update(cpu_ms=round(e.cpu_ms, 4), npu_ms=round(e.npu_ms, 4), npu_dispatch_ms=round(e.dispatch_ms, 4),
+    if e.npu_ms != float("inf"):
+        row.update(npu_ms=round(e.npu_ms, 4), npu_dispatch_ms=round(e.dispatch_ms, 4),
                    npu_transfer_ms=round(e.transfer_ms, 4), npu_compute_ms=round(e.compute_ms, 4),
                    npu_host_ms=round(e.host_ms, 4))
     return row
@@ -53,6 +54,7 @@ def as_json(plans: list[Plan], calibration) -> dict:
             "predicted_cpu_ms": round(plan.cpu_ms, 3), "predicted_hybrid_ms": round(plan.hybrid_ms, 3),
             "cold_first_run_ms": plan.profile.cold_run_ms if plan.offloaded else 0.0,
             "nodes": [_row(p, plan, calibration) for p in plan.placements],
+            "alternatives": [_row(p, plan, calibration) for p in plan.alternatives],
         } for plan in plans],
     }
 
@@ -71,14 +73,14 @@ def markdown(plans: list[Plan], calibration) -> str:
         if plan.offloaded:
             lines.append(f"A cold device (idle for seconds, clock at its lowest level) adds {plan.profile.cold_run_ms:.0f} ms "
                          f"to the first run, and reaches full speed in {plan.profile.clock_ramp_s:.1f} s.")
-        lines += ["", "| node | M x K x N | MFLOP | KB in / out | CPU ms | NPU ms (disp + xfer + comp + host) | place | reason "
+        lines += ["", "| node | form: [batch x] M x K x N | MFLOP | KB to / from device | CPU ms | NPU ms (disp + xfer + comp + host) | place | reason "
                   "| 2x worse moves it |", "|---|---|---:|---:|---:|---|---|---|---|"]
         for p in plan.placements:
             r = _row(p, plan, calibration)
             npu = (f"{r['npu_ms']:.3f} ({r['npu_dispatch_ms']:.2f} + {r['npu_transfer_ms']:.2f} + "
                    f"{r['npu_compute_ms']:.2f} + {r['npu_host_ms']:.2f})") if "npu_ms" in r else "-"
-            cpu = f"{r['cpu_ms']:.3f}" if "cpu_ms" in r else "-"
-            lines.append(f"| {r['name']} | {r['M']} x {r['K']} x {r['N']} | {r['flops'] / 1e6:.1f} | "
+            cpu = f"{r['cpu_ms']:.3f}"
+            lines.append(f"| {r['name']} | {r['form']}: {r['shape']} | {r['flops'] / 1e6:.1f} | "
                          f"{r['bytes_in'] / 1024:.0f} / {r['bytes_out'] / 1024:.0f} | {cpu} | {npu} | "
                          f"{r['decision'].upper()} | {r['reason']} | {_moves(r)} |")
         lines.append("")

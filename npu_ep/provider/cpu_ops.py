@@ -56,5 +56,6 @@ def _session(op_type: str, in_types: tuple, out_type: int, attrs: tuple, threads
 def run(op_type: str, inputs: list[np.ndarray], out_type: int = TensorProto.FLOAT, **attrs) -> np.ndarray:
     """Run one ONNX op on the CPU EP (e.g. run("MatMul", [a, w]))."""
     count = _threads.get() or _default_threads
-    session = _session(op_type, tuple(_ELEM[x.dtype] for x in inputs), out_type, tuple(sorted(attrs.items())), count)
+    frozen = tuple(sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in attrs.items()))
+    session = _session(op_type, tuple(_ELEM[x.dtype] for x in inputs), out_type, frozen, count)
     return session.run(None, {f"in{i}": x for i, x in enumerate(inputs)})[0]

@@ -1,4 +1,5 @@
-"""The custom ops that carry offloaded nodes (onnxruntime-extensions Python ops, domain ai.onnx.contrib).
+"""The custom ops that carry offloaded nodes (onnxruntime-extensions Python ops, domain ai.onnx.contrib):
+one per signature of each op form in npu_ep.forms, which holds the NPU call and the CPU reference.
 
 Python ops are process-global functions keyed by op type, and ORT hands them only inputs and
 string attributes. So each node carries a stable `node_key` (node name + weight digest), and a
@@ -18,10 +19,9 @@ import threading
 import weakref
 
 import numpy as np
-from onnx import TensorProto
-
+from npu_ep.forms import SIGNATURES, Form, Signature
 from npu_ep.provider import cpu_ops
-from npu_ep.provider.xrt_backend import Backend, fingerprint
+from npu_ep.provider.xrt_backend import Backend
 
 
 class _Blocked(importlib.abc.MetaPathFinder):
@@ -53,8 +53,9 @@ def _import_extensions():
 _extensions = _import_extensions()
 PyCustomOpDef, Opdef, onnx_op = _extensions.PyCustomOpDef, _extensions.Opdef, _extensions.onnx_op
 
-_F, _I8, _U8, _I32, _STR, _INT = (PyCustomOpDef.dt_float, PyCustomOpDef.dt_int8, PyCustomOpDef.dt_uint8,
-                                  PyCustomOpDef.dt_int32, PyCustomOpDef.dt_string, PyCustomOpDef.dt_int64)
+_TYPES = {"float32": PyCustomOpDef.dt_float, "int8": PyCustomOpDef.dt_int8, "uint8": PyCustomOpDef.dt_uint8,
+          "int32": PyCustomOpDef.dt_int32}
+_STR, _INT = PyCustomOpDef.dt_string, PyCustomOpDef.dt_int64
 _KEYS = {"node_key": _STR, "kernel": _STR}
 
 _bindings: dict[str, weakref.ref] = {}
@@ -108,61 +109,20 @@ def _invoke(k_id, feed, attributes):
 PyCustomOpDef.install_hooker(_invoke)
 
 
-@onnx_op(op_type="NpuMatMul", inputs=[_F, _F], outputs=[_F], attrs=_KEYS)
-def npu_matmul(a: np.ndarray, w: np.ndarray, node_key: str, kernel: str) -> np.ndarray:
-    key, backend = _backend(node_key)
-    cpu = lambda: cpu_ops.run("MatMul", [a, w])  # noqa: E731
-    if backend is None:
-        return cpu()
-    return backend.gemm(key, kernel, a, lambda: w, fingerprint(w), cpu)
+def _op(form: Form, signature: Signature):
+    """The Python op of one form's custom-op signature: the form's NPU call on the node's Backend,
+    its CPU reference when the node has none or the device faults."""
+    def body(*inputs: np.ndarray, node_key: str, kernel: str, **attrs) -> np.ndarray:
+        key, backend = _backend(node_key)
+        cpu = lambda: form.cpu(cpu_ops.run, *inputs, **attrs)  # noqa: E731
+        if backend is None:
+            return cpu()
+        return form.npu(backend, key, kernel, cpu, *inputs, **attrs)
+
+    attrs = {**_KEYS, **dict.fromkeys(signature.int_attrs, _INT)}
+    onnx_op(op_type=signature.op_type, inputs=[_TYPES[t] for t in signature.inputs],
+            outputs=[_TYPES[t] for t in signature.outputs], attrs=attrs)(body)
 
 
-@onnx_op(op_type="NpuGemm", inputs=[_F, _F, _F], outputs=[_F], attrs={**_KEYS, "trans_b": _INT})
-def npu_gemm(a: np.ndarray, w: np.ndarray, c: np.ndarray, node_key: str, kernel: str, trans_b: int) -> np.ndarray:
-    """Gemm with alpha = beta = 1 and no transposed A (the partition pass checks)."""
-    key, backend = _backend(node_key)
-    cpu = lambda: cpu_ops.run("Gemm", [a, w, c], transB=trans_b)  # noqa: E731
-    if backend is None:
-        return cpu()
-    return backend.gemm(key, kernel, a, lambda: w.T if trans_b else w, fingerprint(w), cpu, finish=lambda y: y + c)
-
-
-@onnx_op(op_type="NpuMatMulInteger", inputs=[_U8, _I8, _U8, _I8], outputs=[_I32], attrs=_KEYS)
-def npu_matmul_integer(a: np.ndarray, w: np.ndarray, a_zero: np.ndarray, w_zero: np.ndarray,
-                       node_key: str, kernel: str) -> np.ndarray:
-    """MatMulInteger with uint8 activations and int8 weights whose zero point is 0."""
-    key, backend = _backend(node_key)
-    cpu = lambda: cpu_ops.run("MatMulInteger", [a, w, a_zero, w_zero], TensorProto.INT32)  # noqa: E731
-    if backend is None:
-        return cpu()
-    return backend.gemm(key, kernel, a, lambda: w, fingerprint(w), cpu, a_zero=int(a_zero))
-
-
-def _qdq(a_q, a_scale, a_zero, w_q, w_scale, w_zero, node_key, kernel):
-    key, backend = _backend(node_key)
-
-    def cpu() -> np.ndarray:
-        # The float MatMul of the dequantized tensors, as the QDQ graph defines it.
-        a = cpu_ops.run("DequantizeLinear", [a_q, a_scale, a_zero])
-        w = cpu_ops.run("DequantizeLinear", [w_q, w_scale, w_zero], axis=1) if w_scale.size > 1 else \
-            cpu_ops.run("DequantizeLinear", [w_q, w_scale, w_zero])
-        return cpu_ops.run("MatMul", [a, w])
-
-    if backend is None:
-        return cpu()
-    scale = np.float32(a_scale) * w_scale.astype(np.float32)
-    return backend.gemm(key, kernel, a_q, lambda: w_q, fingerprint(w_q), cpu, a_zero=int(a_zero),
-                        finish=lambda acc: np.multiply(acc, scale, dtype=np.float32))
-
-
-@onnx_op(op_type="NpuQdqMatMul", inputs=[_I8, _F, _I8, _I8, _F, _I8], outputs=[_F], attrs=_KEYS)
-def npu_qdq_matmul(a_q, a_scale, a_zero, w_q, w_scale, w_zero, node_key: str, kernel: str) -> np.ndarray:
-    """DequantizeLinear(a) @ DequantizeLinear(w) for int8 activations, int8 weights (zero point 0)."""
-    return _qdq(a_q, a_scale, a_zero, w_q, w_scale, w_zero, node_key, kernel)
-
-
-@onnx_op(op_type="NpuQdqMatMulU8", inputs=[_U8, _F, _U8, _I8, _F, _I8], outputs=[_F], attrs=_KEYS)
-def npu_qdq_matmul_u8(a_q, a_scale, a_zero, w_q, w_scale, w_zero, node_key: str, kernel: str) -> np.ndarray:
-    """As NpuQdqMatMul, for uint8 activations."""
-    return _qdq(a_q, a_scale, a_zero, w_q, w_scale, w_zero, node_key, kernel)
-
+for _form, _signature in SIGNATURES.values():
+    _op(_form, _signature)

@@ -129,6 +129,8 @@ class Backend:
         result on any fault."""
         return self._offload(key, cpu, lambda: self._run_activations(key, design, tuple(shape), inputs))
 
+    fingerprint = staticmethod(fingerprint)  # for callers that hand a weight to `gemm`
+
     def warm_up(self, identities: list[str], runs: int = WARM_RUNS) -> float:
         """Open each artifact and run it `runs` times on zeros, so the first real call pays neither
         the hardware-context set-up nor the NPU clock's ramp from its idle level; seconds spent.

@@ -104,8 +104,35 @@ def _gemm(artifact: Artifact, buffers: dict[str, np.ndarray]) -> None:
         c[...] = np.matmul(a.astype(np.float64), b.astype(np.float64)).astype(c.dtype)
 
 
+def _softmax_f32(scores: np.ndarray, valid: int) -> np.ndarray:
+    """Row-wise softmax in fp32 over the first `valid` columns, as the vector units compute it (max
+    subtracted, exp, one division); the masked columns come out 0."""
+    scores[..., valid:] = -np.inf
+    scores -= scores[..., :valid].max(axis=-1, keepdims=True)
+    np.exp(scores, out=scores)
+    scores /= scores.sum(axis=-1, keepdims=True)
+    return scores
+
+
+def _softmax(artifact: Artifact, buffers: dict[str, np.ndarray]) -> None:
+    buffers["y"][...] = bf16.from_f32(_softmax_f32(bf16.to_f32(buffers["x"]), artifact.shape[2]))
+
+
+def _attention(artifact: Artifact, buffers: dict[str, np.ndarray]) -> None:
+    # Scores Q Kᵀ / sqrt(D) in fp32 from bf16 operands; softmax in fp32 over the first L keys; the
+    # probabilities rounded to bf16, as they enter the second bf16 GEMM on the cores; P V
+    # accumulated in fp32. Zero padding of D changes no score; padded query rows are discarded.
+    q, k, v = (bf16.to_f32(buffers[name]) for name in ("q", "k", "v"))
+    D, valid = artifact.shape[3], artifact.shape[4]
+    scores = np.matmul(q, k.transpose(0, 2, 1))
+    scores *= np.float32(1 / np.sqrt(D))
+    probabilities = _softmax_f32(scores, valid)
+    buffers["o"][...] = np.matmul(bf16.to_f32(bf16.from_f32(probabilities)), v)
+
+
 # Each kernel kind's math on the artifact's buffers (viewed with their padded shapes and types).
-COMPUTE: dict[str, Callable[[Artifact, dict[str, np.ndarray]], None]] = {"gemm": _gemm, "batched_gemm": _gemm}
+COMPUTE: dict[str, Callable[[Artifact, dict[str, np.ndarray]], None]] = {
+    "gemm": _gemm, "batched_gemm": _gemm, "softmax": _softmax, "attention": _attention}
 
 
 class xclBOSyncDirection(enum.IntEnum):
