@@ -16,10 +16,19 @@ from pathlib import Path
 
 import onnxruntime as ort
 
+import numpy as np
+
 from npu_ep.errors import NpuEpError
+from npu_ep.machine import cpu
 from npu_ep.provider.device import resolve_device
 
 DEVICES = ("auto", "cpu", "npu", "emulator")
+# Without VNNI or AMX, ONNX Runtime's u8 x s8 GEMM (MLAS) multiplies with vpmaddubsw, which adds each pair of
+# products in int16 with saturation: 2 * 255 * 127 overflows it, so full-range int8 weights lose accuracy. Its
+# u8 x u8 GEMM widens both operands to int16 first (vpmaddwd) and is exact. A model whose int8 must be exact
+# runs there with its MatMulInteger weights shifted to uint8 (w + 128, zero point 128: the same products),
+# and with QDQ nodes computed as the graph defines them (dequantize, float MatMul), not by fused int8 kernels.
+DISABLE_QDQ_FUSION = "session.disable_quant_qdq"
 
 log = logging.getLogger(__name__)
 
@@ -84,8 +93,13 @@ def npu_profile() -> str:
     return "xdna2" if any(tag in name for tag in ("strix", "krackan", "npu4", "npu5", "npu2")) else "xdna1"
 
 
-def create_session(onnx_path: str | Path, device: str = "cpu", threads: int | None = None) -> ort.InferenceSession:
-    """Open `onnx_path` for `device` ("cpu", "npu", "emulator" or "auto")."""
+def create_session(onnx_path: str | Path, device: str = "cpu", threads: int | None = None,
+                   exact_int8: bool = False) -> ort.InferenceSession:
+    """Open `onnx_path` for `device` ("cpu", "npu", "emulator" or "auto").
+
+    `exact_int8`: on a CPU whose int8 kernels saturate (no VNNI or AMX), compute the file's int8 exactly
+    another way (see `unsigned_weights`), at about float speed.
+    """
     _check(device)
     device = resolve_device(device)
     options = ort.SessionOptions()
@@ -96,8 +110,14 @@ def create_session(onnx_path: str | Path, device: str = "cpu", threads: int | No
     if threads:
         options.intra_op_num_threads = threads
     onnx_path = Path(onnx_path)
+    source: str | bytes = str(onnx_path)
+    if exact_int8 and not cpu().exact_int8:
+        options.add_session_config_entry(DISABLE_QDQ_FUSION, "1")
+        if device == "cpu":  # the NPU's int8 kernels take the int8 weights as they are
+            unsigned = unsigned_weights(onnx_path)
+            source = source if unsigned is None else unsigned.SerializeToString()
     if device == "cpu":
-        return ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
+        return ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
 
     import onnx
 
@@ -127,3 +147,26 @@ def create_session(onnx_path: str | Path, device: str = "cpu", threads: int | No
     summary = json.loads({p.key: p.value for p in model.metadata_props}.get("npu_ep.partition", "{}"))
     backend.warm_up(summary.get("artifacts", []))
     return session
+
+
+def unsigned_weights(onnx_path: Path):
+    """`onnx_path` as a ModelProto whose MatMulInteger nodes take uint8 weights (w + 128, zero point 128),
+    or None when it has no MatMulInteger with a constant int8 weight."""
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(str(onnx_path))
+    graph = model.graph
+    inits = {init.name: init for init in graph.initializer}
+    changed = False
+    for node in graph.node:
+        if node.op_type != "MatMulInteger" or len(node.input) < 4 or node.input[1] not in inits:
+            continue
+        weight, zero = inits[node.input[1]], inits.get(node.input[3])
+        if weight.data_type != onnx.TensorProto.INT8 or zero is None or zero.data_type != onnx.TensorProto.INT8:
+            continue
+        for init in (weight, zero):
+            shifted = (numpy_helper.to_array(init).astype(np.int16) + 128).astype(np.uint8)
+            init.CopyFrom(numpy_helper.from_array(shifted, init.name))
+        changed = True
+    return model if changed else None

@@ -67,10 +67,22 @@ def test_dynamic_folder_is_complete_and_says_how_it_was_made(dynamic_random: Pat
     assert manifest["files"][ACCURACY] == hashlib.sha256((dynamic_random / ACCURACY).read_bytes()).hexdigest()
     assert manifest["file_sizes"][ACCURACY] == (dynamic_random / ACCURACY).stat().st_size
     assert manifest["quantization"]["accuracy"]["clips"] == 1
+    assert manifest["quantization"]["needs_vnni"] is False
     for name in ONNX_FILES:
         ops = {node.op_type for node in onnx.load(dynamic_random / name).graph.node}
         assert "MatMulInteger" in ops, name
         assert not constant_matmuls(dynamic_random / name), f"{name} kept a float weight MatMul"
+
+
+def test_dynamic_weights_fit_the_saturating_int8_kernels(dynamic_random: Path) -> None:
+    """Exact on every x86-64 CPU: without VNNI or AMX, ONNX Runtime's u8 x s8 GEMM adds each pair of products
+    in int16 with saturation (vpmaddubsw). With |w| <= 64 a pair is at most 2 * 255 * 64 = 32640 < 2**15."""
+    for name in ONNX_FILES:
+        graph = onnx.load(dynamic_random / name).graph
+        inits = {init.name: onnx.numpy_helper.to_array(init) for init in graph.initializer}
+        weights = [inits[node.input[1]] for node in graph.node if node.op_type == "MatMulInteger"]
+        assert weights and all(w.dtype == np.int8 and np.abs(w.astype(np.int16)).max() <= 64 for w in weights), name
+        assert max(np.abs(w.astype(np.int16)).max() for w in weights) == 64, name  # and the range is used
 
 
 def test_accuracy_report_written_and_sane(dynamic_random: Path) -> None:
@@ -248,3 +260,62 @@ def test_tiny_en_static_int8_on_the_emulated_npu_matches_the_float_transcript(
     int8_kernels = [n for n in encoder.node if n.op_type == "NpuQdqMatMul"]
     assert len(int8_kernels) == len(constant_matmuls(tiny_en_dir / "encoder_model.onnx")) - 2  # last fc1/fc2 kept float
     assert "".join(s.text for s in emulated.transcribe(jfk_path, progress=False)[0]) == float_text
+
+
+@pytest.fixture
+def cpu_without_vnni(monkeypatch: pytest.MonkeyPatch):
+    """This process's CPU as an AVX2-only one (an AMD EPYC without AVX-512 or VNNI), as its code sees it."""
+    import npu_ep.machine
+    import npu_ep.session
+
+    epyc = npu_ep.machine.read_cpu("model name\t: AMD EPYC 7B12\nflags\t\t: avx avx2 fma\n",
+                                   {"avx2": True, "avx512f": False, "avx512_vnni": False})
+    monkeypatch.setattr(npu_ep.machine, "cpu", lambda: epyc)
+    monkeypatch.setattr(npu_ep.session, "cpu", lambda: epyc)
+    return epyc
+
+
+def test_full_range_int8_without_vnni_is_computed_exactly_and_said_in_one_line(
+    random_model_dir: Path, jfk_path: Path, second_clip: Path, held_out_clip: Path, tmp_path: Path,
+    cpu_without_vnni, caplog: pytest.LogCaptureFixture,
+) -> None:
+    from npu_ep.session import DISABLE_QDQ_FUSION
+
+    out, _ = quantize_model(random_model_dir, "static", tmp_path / "static", calibration=[jfk_path, second_clip],
+                            evaluation=[held_out_clip], max_wer_increase=NO_WER_LIMIT, progress=False)
+    assert json.loads((out / "manifest.json").read_text())["quantization"]["needs_vnni"] is True
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="npu_ep"):
+        model = Pipeline(out).model
+    said = [r.getMessage() for r in caplog.records if "VNNI" in r.getMessage()]
+    assert len(said) == 1 and "AMD EPYC 7B12 (AVX2)" in said[0] and "\n" not in said[0], said
+    for session in (model.encoder, model.decoder, model.decoder_with_past):
+        assert session.get_session_options().get_session_config_entry(DISABLE_QDQ_FUSION) == "1"
+    caplog.clear()
+    Pipeline(random_model_dir)  # a float model: nothing to say
+    assert not [r for r in caplog.records if "VNNI" in r.getMessage()]
+
+
+def test_full_range_matmul_integer_weights_shift_to_the_exact_unsigned_kernel(random_model_dir: Path, tmp_path: Path) -> None:
+    """A model quantized before weights were kept in the 7-bit range (its manifest has no "needs_vnni")."""
+    import onnxruntime as ort
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    from npu_ep.session import unsigned_weights
+    from npu_ep.whisper.model import int8_needs_vnni
+
+    assert int8_needs_vnni({"mode": "dynamic", "form": "matmul-integer"})
+    assert not int8_needs_vnni({"mode": "dynamic", "form": "matmul-integer", "needs_vnni": False})
+    full = tmp_path / "encoder_model.onnx"
+    quantize_dynamic(random_model_dir / "encoder_model.onnx", full, op_types_to_quantize=["MatMul"], per_channel=True,
+                     weight_type=QuantType.QInt8, extra_options={"MatMulConstBOnly": True})
+    shifted = unsigned_weights(full)
+    inits = {init.name: init for init in shifted.graph.initializer}
+    matmuls = [node for node in shifted.graph.node if node.op_type == "MatMulInteger"]
+    assert matmuls and all(inits[node.input[1]].data_type == onnx.TensorProto.UINT8 for node in matmuls)
+    features = np.random.default_rng(0).standard_normal((1, 80, 3000)).astype(np.float32)
+    want, got = (ort.InferenceSession(source, providers=["CPUExecutionProvider"]).run(None, {"input_features": features})[0]
+                 for source in (str(full), shifted.SerializeToString()))
+    # (w + 128) - 128 = w: the same integer products, summed exactly by both kernels on this CPU; only float
+    # rounding after them may differ (a few units of float32's 2**-24, relative to the output's scale).
+    assert np.abs(got - want).max() <= 64 * 2.0 ** -24 * np.abs(want).max()

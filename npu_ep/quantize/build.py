@@ -174,14 +174,19 @@ def _describe(source: Path, manifest: dict, mode: str, form: str, method: str, p
            "quantized_parts": list(parts), "weights": "int8, " + ("per channel" if per_channel else "per tensor"),
            "exclude_patterns": patterns, "excluded_nodes": excluded, "onnxruntime": onnxruntime.__version__}
     if mode == "dynamic":
+        from npu_ep.quantize.dynamic import NBITS_BLOCK_SIZE, WEIGHT_RANGE
+
         how["form"] = form
         if form == "matmul-nbits":
-            from npu_ep.quantize.dynamic import NBITS_BLOCK_SIZE
-
             how["weights"] = f"int8, symmetric blocks of {NBITS_BLOCK_SIZE}"
+        else:
+            how["weights"] = f"int8 in -{WEIGHT_RANGE}..{WEIGHT_RANGE}, " + ("per channel" if per_channel else "per tensor")
         how["activations"] = "uint8, quantized at run time" if form == "matmul-integer" else "int8 blocks at run time (accuracy level 4)"
     else:
         how["form"] = "qdq"
         how["activations"] = f"int8 with zero point, ranges calibrated with {method}"
         how["calibration"] = {"method": method, "clips": [clip.name for clip in calib_clips]}
+    # Static QDQ keeps full-range int8, which the NPU computes exactly; the CPU EP only with VNNI or AMX
+    # (elsewhere the pipeline computes it exactly at float speed and says so).
+    how["needs_vnni"] = mode == "static"
     return how

@@ -45,7 +45,7 @@ def measure_sensitivity(model: str, mode: str, calibration: list[str] | None = N
             # activation x activation products (MatMulConstBOnly holds for the dynamic forms only).
             others = [n.name for n in matmuls if n.name != node]
             quantize_file(encoder, target, mode, others, feeds=feeds, method=method, form=form, per_channel=per_channel)
-            session = create_session(target)
+            session = create_session(target, exact_int8=mode == "static")
             scores = [encoder_agreement(want, session.run(None, {INPUT_FEATURES: f})[0])
                       for f, want in zip(features, expected)]
             rows.append({"node": node, "cosine": min(s[0] for s in scores), "max_abs_diff": max(s[1] for s in scores)})

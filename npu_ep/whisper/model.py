@@ -7,6 +7,7 @@ re-binds the growing self-attention caches, which stay OrtValues and are never c
 """
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +17,32 @@ from npu_ep.model_folder import read_manifest
 from npu_ep.whisper.spec import (CONFIG_FILE, DECODER_FILE, DECODER_WITH_PAST_FILE, ENCODER_FILE, ENCODER_HIDDEN_STATES,
                                  ENCODER_OUTPUT, INPUT_FEATURES, INPUT_IDS, LOGITS, MANIFEST, PRESENT, TOKENIZER_FILE,
                                  ModelDims, is_cross_attention, past_name)
+
+log = logging.getLogger(__name__)
+
+
+def int8_needs_vnni(quantization: dict) -> bool:
+    """Whether a quantized model's int8 is exact on the CPU EP only with VNNI or AMX (the manifest's
+    "needs_vnni"; older manifests lack it: their dynamic MatMulInteger and static QDQ forms used full-range
+    int8 weights)."""
+    if "needs_vnni" in quantization:
+        return bool(quantization["needs_vnni"])
+    return quantization.get("mode") == "static" or quantization.get("form") == "matmul-integer"
+
+
+def _needs_exact_int8(model_dir: Path, manifest: dict) -> bool:
+    """True, after saying so in one line, when the model's int8 would lose accuracy on this CPU's kernels."""
+    from npu_ep.machine import cpu
+
+    quantization = manifest.get("quantization")
+    if not quantization or not int8_needs_vnni(quantization) or cpu().exact_int8:
+        return False
+    log.warning("%s: its int8 is exact only with VNNI or AMX, which this CPU (%s) lacks; computing it exactly "
+                "another way, at about float speed%s", model_dir.name, cpu().describe(),
+                "" if quantization.get("mode") == "static" else
+                " (re-quantize it with npu-ep quantize --mode dynamic --force for a form exact on every CPU)")
+    return True
+
 
 class WhisperOnnx:
     """Encoder, first-pass decoder and decoder-with-past sessions of one model folder."""
@@ -33,9 +60,10 @@ class WhisperOnnx:
         self.n_mels: int = self.dims.n_mels
         self.n_text_ctx: int = self.dims.n_text_ctx
         self.vocab_size: int = self.dims.n_vocab
-        self.encoder = create_session(model_dir / ENCODER_FILE, device, threads)
-        self.decoder = create_session(model_dir / DECODER_FILE, device, threads)
-        self.decoder_with_past = create_session(model_dir / DECODER_WITH_PAST_FILE, device, threads)
+        exact = _needs_exact_int8(model_dir, manifest)
+        self.encoder = create_session(model_dir / ENCODER_FILE, device, threads, exact)
+        self.decoder = create_session(model_dir / DECODER_FILE, device, threads, exact)
+        self.decoder_with_past = create_session(model_dir / DECODER_WITH_PAST_FILE, device, threads, exact)
         presents = [o.name for o in self.decoder.get_outputs() if o.name.startswith(PRESENT)]
         self.self_outputs = [n for n in presents if not is_cross_attention(n)]
         self.cross_outputs = [n for n in presents if is_cross_attention(n)]
