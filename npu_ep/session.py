@@ -13,14 +13,17 @@ import json
 import logging
 import os
 from pathlib import Path
-
-import onnxruntime as ort
+from typing import TYPE_CHECKING
 
 import numpy as np
+import onnxruntime as ort
 
 from npu_ep.errors import NpuEpError
 from npu_ep.machine import cpu
 from npu_ep.provider.device import resolve_device
+
+if TYPE_CHECKING:
+    import onnx
 
 DEVICES = ("auto", "cpu", "npu", "emulator")
 # Without VNNI or AMX, ONNX Runtime's u8 x s8 GEMM (MLAS) multiplies with vpmaddubsw, which adds each pair of
@@ -149,7 +152,7 @@ def create_session(onnx_path: str | Path, device: str = "cpu", threads: int | No
     return session
 
 
-def unsigned_weights(onnx_path: Path):
+def unsigned_weights(onnx_path: Path) -> onnx.ModelProto | None:
     """`onnx_path` as a ModelProto whose MatMulInteger nodes take uint8 weights (w + 128, zero point 128),
     or None when it has no MatMulInteger with a constant int8 weight."""
     import onnx
@@ -158,7 +161,7 @@ def unsigned_weights(onnx_path: Path):
     model = onnx.load(str(onnx_path))
     graph = model.graph
     inits = {init.name: init for init in graph.initializer}
-    changed = False
+    shifted_names: set[str] = set()
     for node in graph.node:
         if node.op_type != "MatMulInteger" or len(node.input) < 4 or node.input[1] not in inits:
             continue
@@ -166,7 +169,8 @@ def unsigned_weights(onnx_path: Path):
         if weight.data_type != onnx.TensorProto.INT8 or zero is None or zero.data_type != onnx.TensorProto.INT8:
             continue
         for init in (weight, zero):
-            shifted = (numpy_helper.to_array(init).astype(np.int16) + 128).astype(np.uint8)
-            init.CopyFrom(numpy_helper.from_array(shifted, init.name))
-        changed = True
-    return model if changed else None
+            if init.name not in shifted_names:  # an initializer two nodes share is shifted once
+                shifted = (numpy_helper.to_array(init).astype(np.int16) + 128).astype(np.uint8)
+                init.CopyFrom(numpy_helper.from_array(shifted, init.name))
+                shifted_names.add(init.name)
+    return model if shifted_names else None

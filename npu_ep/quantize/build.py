@@ -22,7 +22,7 @@ if TYPE_CHECKING:  # onnxruntime.quantization loads only when a quantization run
 
 MODES = ("dynamic", "static")
 PARTS = {"encoder": (ENCODER_FILE,), "decoder": (DECODER_FILE, DECODER_WITH_PAST_FILE)}
-# The fastest int8 form on the CPU EP in our measurement (README, Quantization), ahead of MatMulNBits 8-bit.
+# The faster int8 form on the CPU EP, and exact on every x86-64 CPU (README, Quantization).
 DEFAULT_FORM = "matmul-integer"
 # Static QDQ goes to the NPU's int8 kernels, which only the encoder's 1500-row MatMuls reach: the decoders'
 # one-token MatMuls stay on the CPU, where their int8 activations cost accuracy (README, Quantization) for nothing.
