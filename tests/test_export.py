@@ -80,7 +80,9 @@ def test_graphs_have_the_agreed_inputs_and_outputs(random_model_dir):
     decoder = session(random_model_dir / "decoder_model.onnx")
     assert [i.name for i in decoder.get_inputs()] == ["input_ids", "encoder_hidden_states"]
     outputs = [o.name for o in decoder.get_outputs()]
-    assert outputs[0] == "logits" and "present.1.encoder.value" in outputs and len(outputs) == 1 + 2 * 4
+    assert outputs[0] == "logits" and "present.1.encoder.value" in outputs and len(outputs) == 1 + 2 * 4 + 1
+    # Word timestamps: no alignment_heads in this checkpoint, so every head of the upper half of the layers.
+    assert outputs[-1] == "alignment_scores" and decoder.get_outputs()[-1].shape[1] == 4
     with_past = session(random_model_dir / "decoder_with_past_model.onnx")
     inputs = [i.name for i in with_past.get_inputs()]
     assert inputs[0] == "input_ids" and "past_key_values.1.encoder.key" in inputs and len(inputs) == 1 + 2 * 4
@@ -98,7 +100,7 @@ def test_decoder_with_past_continues_the_full_decoder(random_model_dir):
     next_token = int(first["logits"][0, -1].argmax())
     with_past = session(random_model_dir / "decoder_with_past_model.onnx")
     feed = {"input_ids": np.array([[next_token]])}
-    feed.update({name.replace("present", "past_key_values"): value for name, value in first.items() if name != "logits"})
+    feed.update({name.replace("present", "past_key_values"): value for name, value in first.items() if name.startswith("present")})
     step = with_past.run(["logits"], feed)[0]
     full = decoder.run(["logits"], {"input_ids": np.array([prompt + [next_token]]), "encoder_hidden_states": hidden})[0]
     assert np.abs(step[0, -1] - full[0, -1]).max() < 1e-4
@@ -236,7 +238,7 @@ def test_tiny_en_transcribes_jfk(tiny_en_dir, jfk_path):
     ids = special_tokens(tiny_en_dir / "tokenizer.json")
     tokens = prompt_ids(tiny_en_dir / "tokenizer.json", 51864)
     outputs = dict(zip([o.name for o in decoder.get_outputs()], decoder.run(None, {"input_ids": np.array([tokens]), "encoder_hidden_states": hidden})))
-    past = {name.replace("present", "past_key_values"): value for name, value in outputs.items() if name != "logits"}
+    past = {name.replace("present", "past_key_values"): value for name, value in outputs.items() if name.startswith("present")}
     logits = outputs["logits"]
     generated = []
     for _ in range(60):

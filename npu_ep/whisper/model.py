@@ -14,7 +14,7 @@ import numpy as np
 
 from npu_ep.errors import NpuEpError
 from npu_ep.model_folder import read_manifest
-from npu_ep.whisper.spec import (CONFIG_FILE, DECODER_FILE, DECODER_WITH_PAST_FILE, ENCODER_FILE, ENCODER_HIDDEN_STATES,
+from npu_ep.whisper.spec import (ALIGNMENT_OUTPUT, CONFIG_FILE, DECODER_FILE, DECODER_WITH_PAST_FILE, ENCODER_FILE, ENCODER_HIDDEN_STATES,
                                  ENCODER_OUTPUT, INPUT_FEATURES, INPUT_IDS, LOGITS, MANIFEST, PRESENT, TOKENIZER_FILE,
                                  ModelDims, is_cross_attention, past_name)
 
@@ -69,6 +69,8 @@ class WhisperOnnx:
         self.cross_outputs = [n for n in presents if is_cross_attention(n)]
         self.self_inputs = [past_name(n) for n in self.self_outputs]
         self.cross_inputs = [past_name(n) for n in self.cross_outputs]
+        # Folders exported before word timestamps existed lack it; they transcribe without words.
+        self.has_alignment = any(o.name == ALIGNMENT_OUTPUT for o in self.decoder.get_outputs())
 
     def encode(self, features: np.ndarray):
         """Encoder states (an OrtValue, fed on to the decoder without a copy) of features [n_mels, 3000]."""
@@ -88,6 +90,17 @@ class WhisperOnnx:
         )
         n_self = len(self.self_outputs)
         return Opening(self, outputs[0].numpy()[0], outputs[1 : 1 + n_self], outputs[1 + n_self :])
+
+    def align(self, tokens: list[int], encoder_states) -> tuple[np.ndarray, np.ndarray]:
+        """One decoder pass over `tokens`: logits [tokens, vocab] and the alignment heads' cross-attention
+        scores [heads, tokens, audio frames] (before the softmax)."""
+        from onnxruntime import OrtValue
+
+        ids = OrtValue.ortvalue_from_numpy(np.array([tokens], dtype=np.int64))
+        logits, scores = self.decoder.run_with_ort_values(
+            ["logits", ALIGNMENT_OUTPUT], {"input_ids": ids, "encoder_hidden_states": encoder_states}
+        )
+        return logits.numpy()[0], scores.numpy()[0]
 
 
 def _rows(values: list, rows: np.ndarray) -> list:

@@ -10,6 +10,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from npu_ep.errors import NpuEpError, first_line
+from npu_ep.whisper.alignment import Word
 from npu_ep.whisper.audio import SAMPLE_RATE, AudioSource
 from npu_ep.whisper.decoding import TIMESTAMP_SECONDS, Decoder, DecodeOptions, DecodeResult
 from npu_ep.whisper.features import FRAME_SECONDS, HOP_LENGTH, WINDOW_FRAMES, encoder_features
@@ -34,6 +35,7 @@ class Segment:
     temperature: float
     compression_ratio: float
     language: str | None = None  # the language the window was decoded in
+    words: list[Word] | None = None  # with word_timestamps: the words, their times and probabilities
 
 
 @dataclass

@@ -18,6 +18,8 @@ ONNX_FILES = (ENCODER_FILE, DECODER_FILE, DECODER_WITH_PAST_FILE)
 CONFIG_FILE = "config.json"
 GENERATION_CONFIG_FILE = "generation_config.json"
 TOKENIZER_FILE = "tokenizer.json"
+# The first-pass decoder's output of the alignment heads' cross-attention scores (word timestamps).
+ALIGNMENT_OUTPUT = "alignment_scores"
 # Tokenizer and configs: everything the pipeline reads besides the ONNX graphs and the manifest.
 CONFIG_FILES = (
     CONFIG_FILE,

@@ -2,10 +2,14 @@
 from __future__ import annotations
 
 import json
+import string
 from pathlib import Path
 
 from npu_ep.errors import NpuEpError
 from npu_ep.whisper.spec import LANGUAGE_TOKEN, MAX_INITIAL_TIMESTAMP_INDEX, NO_SPEECH_OLD, SPECIAL_TOKENS, is_multilingual
+
+# Written without spaces between words: their words are split at character boundaries instead.
+_UNSPACED_LANGUAGES = {"zh", "ja", "th", "lo", "my", "yue"}
 
 
 class WhisperTokenizer:
@@ -71,3 +75,40 @@ class WhisperTokenizer:
     def decode(self, tokens: list[int]) -> str:
         """The text of `tokens`, ignoring control and timestamp tokens."""
         return self._tokenizer.decode([t for t in tokens if t < self.eot], skip_special_tokens=False)
+
+    def split_to_word_tokens(self, tokens: list[int], language: str | None) -> tuple[list[str], list[list[int]]]:
+        """`tokens` grouped into words, as openai/whisper groups them for word timestamps: a word starts at
+        a leading space, a punctuation mark or a control token (so punctuation stands alone, to be merged
+        later); languages written without spaces split at every whole character."""
+        pieces, piece_tokens = self._split_on_characters(tokens)
+        if language in _UNSPACED_LANGUAGES:
+            return pieces, piece_tokens
+        words: list[str] = []
+        word_tokens: list[list[int]] = []
+        for piece, ids in zip(pieces, piece_tokens):
+            if not words or ids[0] >= self.eot or piece.startswith(" ") or piece.strip() in string.punctuation:
+                words.append(piece)
+                word_tokens.append(list(ids))
+            else:
+                words[-1] += piece
+                word_tokens[-1].extend(ids)
+        return words, word_tokens
+
+    def _split_on_characters(self, tokens: list[int]) -> tuple[list[str], list[list[int]]]:
+        """Runs of tokens that each decode to whole characters (a character's UTF-8 bytes may span tokens)."""
+        full = self.decode(tokens)
+        pieces: list[str] = []
+        piece_tokens: list[list[int]] = []
+        pending: list[int] = []
+        offset = 0
+        for token in tokens:
+            pending.append(token)
+            text = self.decode(pending)
+            broken = text.find("\ufffd")
+            # An incomplete character decodes to U+FFFD; a real U+FFFD in the text is kept as one.
+            if broken < 0 or full[offset + broken : offset + broken + 1] == "\ufffd":
+                pieces.append(text)
+                piece_tokens.append(pending)
+                pending = []
+                offset += len(text)
+        return pieces, piece_tokens
