@@ -9,7 +9,7 @@ from pathlib import Path
 
 from npu_ep.errors import NpuEpError
 from npu_ep.whisper.decoding import DecodeOptions
-from npu_ep.whisper.formats import FORMATS
+from npu_ep.whisper.formats import ALL, FORMATS
 
 
 def positive_int(text: str) -> int:
@@ -54,11 +54,23 @@ def _option(group, name: str, help_text: str, **kwargs) -> None:
     group.add_argument(*spellings, dest=name, default=argparse.SUPPRESS, help=help_text + shown, **kwargs)
 
 
-def add_transcription_arguments(parser: argparse.ArgumentParser) -> None:
+def _json_object(text: str) -> dict:
+    import json
+
+    try:
+        value = json.loads(text)
+    except ValueError:
+        value = None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f'expected a JSON object such as {{"min_silence_duration_ms": 500}}, got {text!r}')
+    return value
+
+
+def add_transcription_arguments(parser: argparse.ArgumentParser, formats: tuple[str, ...] = FORMATS) -> None:
     """Model, device, output-format and decoding options: shared by `npu-ep transcribe` and `npu-ep batch`."""
     parser.add_argument("--model", default="tiny.en", help="tiny.en, base or an exported model folder (default: tiny.en)")
     parser.add_argument("--device", default="cpu", help="auto, cpu, npu or emulator (default: cpu)")
-    parser.add_argument("--format", choices=FORMATS, default="txt", help="output format (default: txt)")
+    parser.add_argument("--format", choices=formats, default="txt", help="output format (default: txt)")
     group = parser.add_argument_group("decoding (the whisper CLI's underscored names work too)")
     _option(group, "language", "spoken language code, e.g. en, de (default: detected on multilingual models)")
     _option(group, "task", "translate means into English", choices=("transcribe", "translate"))
@@ -93,12 +105,32 @@ def add_transcription_arguments(parser: argparse.ArgumentParser) -> None:
     _option(group, "language_detection_segments", "windows looked at, at most, to detect the language", type=positive_int)
     _option(group, "clip_timestamps", "start,end,... seconds to decode; an odd count runs to the end",
             type=_numbers(float))
+    _option(group, "word_timestamps", "word-level times and probabilities (json words, word-level subtitles)",
+            type=_boolean, nargs="?", const=True)
+    _option(group, "prepend_punctuations", "with word timestamps: marks joined to the next word")
+    _option(group, "append_punctuations", "with word timestamps: marks joined to the previous word")
+    _option(group, "hallucination_silence_threshold",
+            "with word timestamps: skip silences over this many seconds around likely made-up text", type=float)
+    group.add_argument("--vad", "--vad-filter", "--vad_filter", dest="vad_filter", type=_boolean, nargs="?", const=True,
+                       default=argparse.SUPPRESS, metavar="VALUE",
+                       help="transcribe only the speech Silero VAD finds (default: False)")
+    _option(group, "vad_parameters", 'VAD options as JSON, e.g. {"min_silence_duration_ms": 500} (default: faster-whisper\'s)',
+            type=_json_object)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("files", nargs="+", metavar="FILE", help="audio files (wav, flac, ogg, mp3; any rate and channels)")
-    add_transcription_arguments(parser)
-    parser.add_argument("--output-dir", type=Path, help="write FILE's stem + .FORMAT here instead of printing to stdout")
+    add_transcription_arguments(parser, (*FORMATS, ALL))
+    parser.add_argument("--output-dir", type=Path,
+                        help="write FILE's stem + .FORMAT here (inputs from several folders keep their folders) "
+                             "instead of printing to stdout; --format all writes every format")
+    subtitles = parser.add_argument_group("word-level subtitles (srt, vtt; need --word-timestamps True)")
+    subtitles.add_argument("--highlight-words", "--highlight_words", type=_boolean, nargs="?", const=True, default=False,
+                           metavar="VALUE", help="one cue per word, the word underlined (default: False)")
+    subtitles.add_argument("--max-line-width", "--max_line_width", type=positive_int, metavar="N",
+                           help="characters per line")
+    subtitles.add_argument("--max-line-count", "--max_line_count", type=positive_int, metavar="N",
+                           help="lines per cue (with --max-line-width)")
     parser.add_argument("--threads", type=positive_int, help="CPU threads for ONNX Runtime (default: all cores)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars or per-file summaries on stderr")
 
@@ -119,12 +151,53 @@ def decoding_options(args: argparse.Namespace) -> dict:
     return given
 
 
+def output_names(files: list[str], output_dir: Path) -> dict[str, Path]:
+    """Each input's output path without the format's suffix: its stem in `output_dir`, under the input's
+    folder relative to the inputs' common folder. Two inputs that would still share a name (a/x.wav and
+    a/x.mp3) are a one-line error naming both, before anything is transcribed."""
+    import os
+
+    folders = [os.path.dirname(os.path.abspath(file)) for file in files if file != "-"]
+    common = os.path.commonpath(folders) if folders else ""
+    names: dict[str, Path] = {}
+    taken: dict[Path, str] = {}
+    for file in files:
+        if file == "-":
+            relative = Path("stdin")
+        else:
+            absolute = os.path.abspath(file)
+            relative = Path(os.path.relpath(os.path.dirname(absolute), common)) / Path(absolute).stem
+        target = output_dir / relative
+        if target in taken and taken[target] != file:
+            raise NpuEpError(f"{taken[target]} and {file} would both be written to {target}.* "
+                             "(rename one, or transcribe them in separate runs)")
+        taken[target] = file
+        names[file] = target
+    return names
+
+
+def subtitle_options(args: argparse.Namespace, options: DecodeOptions):
+    """The word-level subtitle options, refused in one line without word timestamps."""
+    from npu_ep.whisper.formats import SubtitleOptions
+
+    given = [name for name, value in (("--highlight-words", args.highlight_words), ("--max-line-width", args.max_line_width),
+                                      ("--max-line-count", args.max_line_count)) if value]
+    if given and not options.word_timestamps:
+        raise NpuEpError(f"{given[0]} needs --word-timestamps True (subtitle lines are cut at word times)")
+    return SubtitleOptions(args.max_line_width, args.max_line_count, args.highlight_words)
+
+
 def run(args: argparse.Namespace) -> int:
     from npu_ep.whisper.audio import display_name
     from npu_ep.whisper.formats import render
     from npu_ep.whisper.pipeline import Pipeline
 
     options = DecodeOptions(**decoding_options(args))
+    subtitles = subtitle_options(args, options)
+    formats = FORMATS if args.format == ALL else (args.format,)
+    if args.format == ALL and args.output_dir is None:
+        raise NpuEpError("--format all writes one file per format: give --output-dir")
+    names = output_names(args.files, args.output_dir) if args.output_dir is not None else {}
     if args.output_dir is not None:
         try:
             args.output_dir.mkdir(parents=True, exist_ok=True)
@@ -147,19 +220,20 @@ def run(args: argparse.Namespace) -> int:
                     sys.stdout.flush()
                 continue
             segments = list(stream)
-            output = render(segments, info, args.format)
             if args.output_dir is None:
-                sys.stdout.write(output)
+                sys.stdout.write(render(segments, info, args.format, subtitles))
                 sys.stdout.flush()
                 continue
-            target = args.output_dir / f"{Path(file).stem}.{args.format}"
-            try:
-                target.write_text(output, encoding="utf-8")
-            except OSError as error:
-                raise NpuEpError(
-                    f"{display_name(target)}: cannot write the transcript of {display_name(file)} ({error.strerror or error}; "
-                    "choose another --output-dir)"
-                ) from None
+            for fmt in formats:
+                target = names[file].with_name(f"{names[file].name}.{fmt}")
+                try:
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    target.write_text(render(segments, info, fmt, subtitles), encoding="utf-8")
+                except OSError as error:
+                    raise NpuEpError(
+                        f"{display_name(target)}: cannot write the transcript of {display_name(file)} ({error.strerror or error}; "
+                        "choose another --output-dir)"
+                    ) from None
             if not args.quiet:
                 print(
                     f"npu-ep: {display_name(file)} -> {display_name(target)} ({info.duration:.1f} s of audio, {info.timing.realtime:.1f}x realtime)",

@@ -21,8 +21,10 @@ from typing import Sequence
 import numpy as np
 
 from npu_ep.errors import NpuEpError
+from npu_ep.whisper.alignment import APPEND_PUNCTUATIONS, PREPEND_PUNCTUATIONS
 from npu_ep.whisper.model import DecoderState, WhisperOnnx
 from npu_ep.whisper.tokenizer import WhisperTokenizer
+from npu_ep.whisper.vad import VadOptions
 
 TEMPERATURES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
 TIMESTAMP_SECONDS = 0.02
@@ -65,6 +67,13 @@ class DecodeOptions:
         language_detection_segments: windows looked at, at most, to detect the language.
         clip_timestamps: (start, end, start, end, ...) seconds: decode only these parts; an odd count
             runs the last clip to the end of the audio.
+        word_timestamps: give each segment its words with their times and probabilities.
+        prepend_punctuations: with word timestamps, these marks join the word after them.
+        append_punctuations: with word timestamps, these marks join the word before them.
+        hallucination_silence_threshold: with word timestamps, skip silences longer than this (seconds)
+            around text that looks made up (unlikely, very short or very long words).
+        vad_filter: transcribe only the speech Silero VAD finds (times stay those of the whole audio).
+        vad_parameters: `VadOptions` (or a dict of its fields) for `vad_filter`; None: the defaults.
     """
 
     language: str | None = None
@@ -89,6 +98,12 @@ class DecodeOptions:
     language_detection_threshold: float | None = 0.5
     language_detection_segments: int = 1
     clip_timestamps: tuple[float, ...] = ()
+    word_timestamps: bool = False
+    prepend_punctuations: str = PREPEND_PUNCTUATIONS
+    append_punctuations: str = APPEND_PUNCTUATIONS
+    hallucination_silence_threshold: float | None = None
+    vad_filter: bool = False
+    vad_parameters: VadOptions | dict | None = None
 
     def __post_init__(self) -> None:
         # Sequences become tuples (hashable, frozen); a single temperature becomes a one-step ladder.
@@ -106,6 +121,7 @@ class DecodeOptions:
         normalise("temperature", float)
         normalise("suppress_tokens", int)
         normalise("clip_timestamps", float)
+        object.__setattr__(self, "vad_parameters", VadOptions.from_value(self.vad_parameters))
         if self.initial_prompt is not None and not isinstance(self.initial_prompt, str):
             normalise("initial_prompt", int)
         self._validate()
@@ -142,6 +158,13 @@ class DecodeOptions:
         ):
             fail(f"--clip-timestamps {','.join(f'{t:g}' for t in clips)}: give start,end pairs in seconds, "
                  "each end after its start and the clips in time order")
+        if self.hallucination_silence_threshold is not None:
+            if not self.word_timestamps:
+                fail("--hallucination-silence-threshold needs --word-timestamps True (it judges words)")
+            if not self.hallucination_silence_threshold > 0:
+                fail(f"--hallucination-silence-threshold {self.hallucination_silence_threshold}: must be positive")
+        if self.vad_filter and clips:
+            fail("--vad with --clip-timestamps: give one of them (VAD chooses the parts to decode itself)")
 
     @classmethod
     def from_kwargs(cls, base: DecodeOptions | None = None, **changes: object) -> DecodeOptions:

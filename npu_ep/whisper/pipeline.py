@@ -10,12 +10,14 @@ from typing import Any, Iterator
 import numpy as np
 
 from npu_ep.errors import NpuEpError, first_line
-from npu_ep.whisper.alignment import Word
-from npu_ep.whisper.audio import SAMPLE_RATE, AudioSource
+from npu_ep.whisper.alignment import Word, align_words
+from npu_ep.whisper.audio import MIN_SAMPLES, SAMPLE_RATE, AudioSource, load_audio
 from npu_ep.whisper.decoding import TIMESTAMP_SECONDS, Decoder, DecodeOptions, DecodeResult
 from npu_ep.whisper.features import FRAME_SECONDS, HOP_LENGTH, WINDOW_FRAMES, encoder_features
 from npu_ep.whisper.model import WhisperOnnx
+from npu_ep.whisper.hallucination import skip_silence
 from npu_ep.whisper.tokenizer import WhisperTokenizer
+from npu_ep.whisper import vad
 
 _PROGRESS_MIN_SECONDS = 60.0
 # A window quieter than -60 dBFS RMS holds no speech; Whisper would still "hear" a word in it (tiny.en says
@@ -133,12 +135,17 @@ class Pipeline:
         options = DecodeOptions.from_kwargs(options, **changes)
         self.check(options)
         started = time.perf_counter()
-        source = AudioSource(audio, sample_rate)
+        speech_map = None
+        if options.vad_filter:
+            source, speech_map, duration = _speech_only(audio, sample_rate, options.vad_parameters)
+        else:
+            source = AudioSource(audio, sample_rate)
+            duration = source.duration
         info = TranscriptionInfo(
             # None until detected on the first spoken windows (stays None for silence).
             language=options.language if options.language or self.tokenizer.multilingual else "en",
             language_probability=1.0,
-            duration=source.duration,
+            duration=duration,
             task=options.task,
             model=self.model_dir.name,
             device=self.device,
@@ -146,21 +153,32 @@ class Pipeline:
             timing=Timing(load=self.load_seconds),
         )
         info.timing.features += time.perf_counter() - started
-        return self._segments(source, options, info, started, progress), info
+        return self._segments(source, options, info, started, progress, speech_map), info
 
     def check(self, options: DecodeOptions) -> None:
         """Raise a user error for options this model cannot follow (language, task, multilingual)."""
         self.tokenizer.check_language(options.language, options.task)
         if options.multilingual and not self.tokenizer.multilingual:
             raise NpuEpError("--multilingual: this model is English-only (use a multilingual model, e.g. --model base)")
+        if options.word_timestamps and not self.model.has_alignment:
+            from npu_ep.export import rebuild_command
+
+            raise NpuEpError(f"{self.model_dir}: exported before word timestamps existed, so it has none "
+                             f"(re-export it with: {rebuild_command(self.model_dir)})")
 
     def _segments(
-        self, source: AudioSource, options: DecodeOptions, info: TranscriptionInfo, started: float, progress: bool
+        self, source: AudioSource | None, options: DecodeOptions, info: TranscriptionInfo, started: float,
+        progress: bool, speech_map: vad.SpeechMap | None,
     ) -> Iterator[Segment]:
         timing = info.timing
         try:
+            if source is None:  # VAD found no speech
+                return
             with source:
-                yield from self._windows(source, options, info, progress)
+                for segment in self._windows(source, options, info, progress):
+                    if speech_map is not None:
+                        speech_map.restore(segment)
+                    yield segment
         finally:
             timing.total = time.perf_counter() - started
             timing.realtime = info.duration / timing.total if timing.total > 0 else 0.0
@@ -188,13 +206,14 @@ class Pipeline:
         hotwords = self._text_tokens(options.hotwords)
         detector = _LanguageDetector(self, options, info)
         seek = 0
+        last_speech = 0.0  # end of the last word (word timestamps)
         bar = tqdm(
-            total=round(info.duration, 2),
+            total=round(source.duration, 2),
             unit="s",
             unit_scale=False,
             desc=Path(source.name).name,
             file=sys.stderr,
-            disable=not progress or info.duration <= _PROGRESS_MIN_SECONDS,
+            disable=not progress or source.duration <= _PROGRESS_MIN_SECONDS,
             bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} s [{elapsed}<{remaining}]",
         )
         with bar:
@@ -221,19 +240,48 @@ class Pipeline:
                     else:
                         result = window.result
                         new_segments, advance = self._split(result, seek * FRAME_SECONDS, frames, window.language)
-                        seek += advance
-                        # Segment post-processors (e.g. word alignment) work here, from `window`.
+                        seek, redo = seek + advance, False
+                        if options.word_timestamps:
+                            new_segments, seek, redo = self._align(window, new_segments, options, seek, last_speech,
+                                                                   content_frames, info.timing)
+                            last_speech = next((s.end for s in reversed(new_segments) if s.words), last_speech)
                         for segment in new_segments:
                             segment.end = min(segment.end, info.duration)
                             segment.start = min(segment.start, segment.end)
                             if segment.text.strip():
                                 yield segment
-                        if options.condition_on_previous_text and result.temperature <= options.prompt_reset_on_temperature:
+                        if redo:  # the window is decoded again from a later point: it prompts nothing
+                            pass
+                        elif options.condition_on_previous_text and result.temperature <= options.prompt_reset_on_temperature:
                             # Only the last half-context of tokens can ever be a prompt: keep no more.
                             prompt = [*prompt, *(t for s in new_segments for t in s.tokens)][-(self.decoder.sample_len - 1) :]
                         else:
                             prompt = []
                     bar.update(min(round(seek * FRAME_SECONDS, 2), bar.total) - bar.n)
+
+    def _align(
+        self, window: Window, segments: list[Segment], options: DecodeOptions, next_seek: int, last_speech: float,
+        content_frames: int, timing: Timing,
+    ) -> tuple[list[Segment], int, bool]:
+        """Words for one window's segments; what to keep, where to decode next, and whether to decode from
+        there again instead of keeping anything (openai/whisper's rules)."""
+        clock = time.perf_counter()
+        time_offset = window.seek * FRAME_SECONDS
+        align_words(self.model, self.tokenizer, window.encoder_states, window.sot_sequence, segments, window.frames,
+                    time_offset, last_speech, window.language, options.prepend_punctuations, options.append_punctuations)
+        tokens, tb = window.result.tokens, self.tokenizer.timestamp_begin
+        single_timestamp_ending = len(tokens) >= 2 and tokens[-2] < tb <= tokens[-1]
+        ends = [segment.words[-1].end for segment in segments if segment.words]
+        if not single_timestamp_ending and ends and ends[-1] > time_offset:
+            # The window's text may be cut mid-word after its last timestamp: resume at the last word.
+            next_seek = round(ends[-1] / FRAME_SECONDS)
+        redo = False
+        if options.hallucination_silence_threshold is not None:
+            verdict = skip_silence(segments, options.hallucination_silence_threshold, window.seek, window.frames,
+                                   next_seek, single_timestamp_ending, last_speech, content_frames)
+            segments, next_seek, redo = verdict.segments, verdict.seek, verdict.redo
+        timing.decoder += time.perf_counter() - clock
+        return segments, next_seek, redo
 
     def _decode_window(
         self,
@@ -320,6 +368,18 @@ def transcribe(
 ) -> tuple[list[Segment], TranscriptionInfo]:
     """One-off transcription: load `model`, transcribe `audio` (options as Pipeline.transcribe)."""
     return Pipeline(model, device, threads).transcribe(audio, **options)
+
+
+def _speech_only(
+    audio: str | Path | np.ndarray, sample_rate: int, options: vad.VadOptions | None
+) -> tuple[AudioSource | None, vad.SpeechMap, float]:
+    """The speech of `audio` joined end to end (None when there is none), the map back to the original
+    times, and the original duration. The whole recording is read first: VAD looks at all of it."""
+    samples = load_audio(audio, sample_rate)
+    chunks = vad.speech_chunks(samples, options or vad.VadOptions())
+    speech = vad.join_speech(samples, chunks)
+    source = AudioSource(speech) if len(speech) >= MIN_SAMPLES else None
+    return source, vad.SpeechMap(chunks), len(samples) / SAMPLE_RATE
 
 
 class _LanguageDetector:

@@ -57,10 +57,11 @@ class VadOptions:
             raise NpuEpError(f"vad max_speech_duration_s {self.max_speech_duration_s}: must be positive")
 
     @classmethod
-    def from_value(cls, value: VadOptions | dict | None) -> VadOptions:
-        """Options from a VadOptions, a dict of its fields (an unknown one is a one-line error) or None."""
+    def from_value(cls, value: VadOptions | dict | None) -> VadOptions | None:
+        """Options from a VadOptions or a dict of its fields (an unknown one is a one-line error); None stays
+        None (the defaults)."""
         if value is None or isinstance(value, VadOptions):
-            return value or cls()
+            return value
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(value) - known)
         if unknown:

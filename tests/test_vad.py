@@ -1,0 +1,89 @@
+"""Voice activity detection: Silero VAD finds the speech, timestamps map back across removed silence."""
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import npu_ep
+from npu_ep.errors import NpuEpError
+from npu_ep.whisper.audio import SAMPLE_RATE, load_audio
+from npu_ep.whisper.vad import SpeechMap, VadOptions, model_path, speech_chunks
+
+SILENCE = 60.0
+
+
+def _words(text: str) -> list[str]:
+    return re.sub(r"[^a-z' ]", " ", text.lower()).split()
+
+
+@pytest.fixture(scope="module")
+def speech_silence_speech(jfk_path: Path) -> tuple[np.ndarray, np.ndarray]:
+    speech = load_audio(jfk_path)
+    # A quiet room, not digital silence: the model itself has to call it silence.
+    room = np.random.default_rng(0).normal(0, 2e-3, int(SILENCE * SAMPLE_RATE)).astype(np.float32)
+    return np.concatenate([speech, speech]), np.concatenate([speech, room, speech])
+
+
+def test_model_ships_in_an_installed_package() -> None:
+    assert model_path().is_file() and "faster_whisper" in str(model_path())
+
+
+def test_speech_chunks_skip_the_silence(speech_silence_speech) -> None:
+    _, clip = speech_silence_speech
+    chunks = speech_chunks(clip)
+    assert len(chunks) == 2
+    (_, first_end), (second_start, _) = chunks
+    assert first_end / SAMPLE_RATE < 12.0 and second_start / SAMPLE_RATE > 11.0 + SILENCE - 1.0
+    assert speech_chunks(np.zeros(SAMPLE_RATE * 5, dtype=np.float32)) == []
+
+
+def test_speech_map_restores_times() -> None:
+    speech_map = SpeechMap([(16000, 32000), (80000, 96000)])  # 1-2 s and 5-6 s
+    assert speech_map.original(0.5) == 1.5 and speech_map.original(1.5) == 5.5
+    assert speech_map.original(1.0, is_end=True) == 2.0
+
+
+def test_vad_gives_the_same_words_shifted_by_the_silence(tiny_en_dir: Path, speech_silence_speech) -> None:
+    joined, clip = speech_silence_speech
+    pipeline = npu_ep.Pipeline(tiny_en_dir, threads=2)
+    plain, _ = pipeline.transcribe(joined, vad_filter=True, word_timestamps=True)
+    spaced, info = pipeline.transcribe(clip, vad_filter=True, word_timestamps=True)
+    assert info.duration == pytest.approx(len(clip) / SAMPLE_RATE)
+    # The same words (VAD's padding around the cut may move a full stop).
+    assert [_words(s.text) for s in spaced] == [_words(s.text) for s in plain]
+    half = 11.0 + SILENCE / 2
+    shifts = []
+    for before, after in zip(plain, spaced):
+        shift = SILENCE if after.start > half else 0.0
+        # Whisper's own segment times move by up to a second with the audio around them.
+        assert after.start == pytest.approx(before.start + shift, abs=1.0)
+        assert after.end == pytest.approx(before.end + shift, abs=1.0)
+        shifts += [a.start - b.start for b, a in zip(before.words, after.words) if a.start > half]
+    assert shifts and abs(float(np.median(shifts)) - SILENCE) < 0.3
+    assert any(s.start > half for s in spaced) and all(not (11.5 < s.start < 10.0 + SILENCE) for s in spaced)
+
+
+def test_vad_options_are_checked() -> None:
+    assert VadOptions.from_value({"min_silence_duration_ms": 500}).min_silence_duration_ms == 500
+    assert VadOptions.from_value(None) is None
+    with pytest.raises(NpuEpError, match="unknown vad_parameters key 'silence'"):
+        VadOptions.from_value({"silence": 1})
+    with pytest.raises(NpuEpError, match="threshold"):
+        VadOptions(threshold=1.5)
+
+
+def test_cli_vad(tiny_en_dir: Path, speech_silence_speech, tmp_path: Path) -> None:
+    import soundfile
+
+    _, clip = speech_silence_speech
+    wav = tmp_path / "spaced.wav"
+    soundfile.write(wav, clip, SAMPLE_RATE)
+    run = subprocess.run([sys.executable, "-m", "npu_ep", "transcribe", str(wav), "--model", str(tiny_en_dir),
+                          "--vad", "True", "--format", "srt", "--quiet"], capture_output=True, timeout=600)
+    assert run.returncode == 0, run.stderr.decode()
+    assert run.stdout.decode().count("Americans") == 2 and "00:01:1" in run.stdout.decode()
