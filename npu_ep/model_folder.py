@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import json
 import logging
 import os
@@ -12,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from npu_ep.errors import NpuEpError
-from npu_ep.paths import sha256_file
+from npu_ep.paths import cache_dir, sha256_file
 from npu_ep.whisper.spec import MANIFEST
 
 FORMAT = "npu-ep-model"
@@ -60,6 +61,13 @@ def scratch_prefix(out_dir: Path, role: str) -> str:
     return f".{out_dir.name}.{role}-"
 
 
+def lock_path(out_dir: Path) -> Path:
+    """Where the lock of `out_dir` lives: in the cache, so a refused or finished run leaves nothing
+    beside the folder, keyed by the folder's absolute path."""
+    key = hashlib.sha256(str(out_dir.resolve()).encode("utf-8", "surrogateescape")).hexdigest()[:16]
+    return cache_dir() / "locks" / f"{out_dir.name}-{key}.lock"
+
+
 @contextlib.contextmanager
 def exclusive(out_dir: Path, what: str) -> Iterator[None]:
     """Hold the folder's lock while building it: one writer at a time (`what`, e.g. "export", names the
@@ -67,10 +75,12 @@ def exclusive(out_dir: Path, what: str) -> Iterator[None]:
     the lock is held, since only the holder creates scratch."""
     try:
         out_dir.parent.mkdir(parents=True, exist_ok=True)
-        lock = open(out_dir.parent / f".{out_dir.name}.lock", "a+")
+        lock_file = lock_path(out_dir)
+        lock_file.parent.mkdir(parents=True, exist_ok=True)
+        lock = open(lock_file, "a+")
     except OSError as error:
-        raise NpuEpError(f"{out_dir.parent}: cannot write there ({error.strerror or error}; choose another "
-                         "output folder)") from None
+        raise NpuEpError(f"{error.filename or out_dir.parent}: cannot write there ({error.strerror or error}; "
+                         "choose another output folder, or set NPU_EP_CACHE for the lock)") from None
     with lock:
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -11,9 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, build_random_whisper
+from conftest import ROOT
+from npu_ep.bench.shapes import build_random_whisper
 from npu_ep.export import export_model
-from npu_ep.model_folder import exclusive, scratch_prefix
+from npu_ep.model_folder import exclusive, lock_path, scratch_prefix
 
 # A second process that takes a folder's lock, prints "held", keeps it for a while, then releases it.
 HOLDER = """
@@ -88,7 +89,8 @@ def test_the_lock_sweeps_only_its_own_folders_scratch(tmp_path: Path) -> None:
     with exclusive(out, "export"):
         assert not any(folder.exists() for folder in mine)
     assert other.is_dir()
-    assert (tmp_path / ".tiny.en.lock").read_text() == ""  # no stale pid once released
+    assert lock_path(out).read_text() == ""  # no stale pid once released
+    assert sorted(p.name for p in tmp_path.iterdir()) == [other.name]  # nothing left beside the folder
 
 
 
