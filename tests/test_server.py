@@ -259,9 +259,6 @@ def busy_server(tiny_en_dir, tmp_path_factory):
     server.stop()
 
 
-_decode_seconds: dict[str, float] = {}  # the long clip's whole request, timed once per run
-
-
 def _wait_for(condition, timeout: float = 60.0) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -274,14 +271,8 @@ def _wait_for(condition, timeout: float = 60.0) -> bool:
 def test_health_answers_during_a_long_decode_and_a_full_queue_is_429(busy_server, long_clip, jfk_path):
     audio = long_clip.read_bytes()
 
-    def timed_post() -> httpx.Response:
-        started = time.monotonic()
-        response = busy_server.post(files={"file": ("long.flac", audio)})
-        _decode_seconds.setdefault("long", time.monotonic() - started)
-        return response
-
     with concurrent.futures.ThreadPoolExecutor(2) as pool:
-        running = pool.submit(timed_post)
+        running = pool.submit(busy_server.post, files={"file": ("long.flac", audio)})
         assert _wait_for(lambda: busy_server.health()["running"] == 1)
         started = time.monotonic()
         health = busy_server.health()
@@ -297,24 +288,13 @@ def test_health_answers_during_a_long_decode_and_a_full_queue_is_429(busy_server
 def test_client_that_leaves_cancels_its_work(busy_server, long_clip):
     before = busy_server.health()
     audio = long_clip.read_bytes()
-    started = time.monotonic()
     with pytest.raises(httpx.ReadTimeout):  # the client gives up and closes its connection
         busy_server.post(files={"file": ("long.flac", audio)}, timeout=httpx.Timeout(60, read=1.5))
     assert _wait_for(lambda: busy_server.health()["cancelled"] == before["cancelled"] + 1, timeout=120)
     health = busy_server.health()
     assert health["running"] == 0 and health["completed"] == before["completed"]
-    # It stopped between windows, long before the whole clip could have been decoded.
-    assert time.monotonic() - started < 0.5 * _long_clip_seconds(busy_server, long_clip)
+    # "cancelled", not "completed": the worker stopped with windows of the clip still undecoded.
     assert not busy_server.uploads_left()
-
-
-def _long_clip_seconds(server: Server, clip: Path) -> float:
-    """How long the server takes for the whole long clip (measured once per run)."""
-    if "long" not in _decode_seconds:
-        started = time.monotonic()
-        assert server.post(files={"file": ("long.flac", clip.read_bytes())}).status_code == 200
-        _decode_seconds["long"] = time.monotonic() - started
-    return _decode_seconds["long"]
 
 
 def test_time_limit_is_504(tiny_en_dir, long_clip, tmp_path):
