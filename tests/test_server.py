@@ -162,6 +162,18 @@ def test_segment_granularity_and_prompt(tiny_server, jfk_path):
     assert words(result.text) == JFK_WORDS
 
 
+def test_word_granularity_gives_the_words_with_their_times(tiny_server, jfk_path):
+    with open(jfk_path, "rb") as audio:
+        result = client(tiny_server).audio.transcriptions.create(
+            model="whisper-1", file=audio, response_format="verbose_json", timestamp_granularities=["word"])
+    assert words(result.text) == JFK_WORDS
+    assert words(" ".join(w.word for w in result.words)) == JFK_WORDS
+    assert all(w.start < w.end for w in result.words)
+    assert all(a.start <= b.start for a, b in zip(result.words, result.words[1:]))
+    americans = next(w for w in result.words if "Americans" in w.word)
+    assert americans.start < 1.8 < americans.end
+
+
 # ---------------------------------------------------------------- bad input: status and OpenAI's error body
 
 

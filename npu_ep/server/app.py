@@ -219,16 +219,13 @@ def parse_options(fields: dict[str, list[str]], task: str, models: Models) -> tu
     if granularities and fmt != "verbose_json":
         raise ApiError(400, "timestamp_granularities[] needs response_format=verbose_json",
                        param="timestamp_granularities", code="invalid_value")
-    if "word" in granularities:
-        raise ApiError(400, "word timestamps are not supported by this server yet (ask for segment timestamps)",
-                       param="timestamp_granularities", code="unsupported_value")
     stream = (value("stream") or "false").lower()
     if stream not in ("true", "false", "1", "0"):
         raise ApiError(400, f"stream {stream!r} is not true or false", param="stream", code="invalid_value")
     temperature = _temperatures(value("temperature"))
     try:
         options = DecodeOptions(task=task, language=language, temperature=temperature,
-                                initial_prompt=value("prompt") or None)
+                                initial_prompt=value("prompt") or None, word_timestamps="word" in granularities)
         models.pipelines[model].check(options)
     except NpuEpError as error:
         raise ApiError(400, str(error), param="language" if language else "model", code="invalid_value") from None

@@ -46,13 +46,17 @@ def body(segments: list[Segment], info: TranscriptionInfo, fmt: str) -> str:
     if fmt in ("srt", "vtt"):
         return render(segments, info, fmt)
     if fmt == "verbose_json":
-        return json.dumps({
+        verbose = {
             "task": info.task,
             "language": info.language,
             "duration": round(info.duration, 3),
             "text": text,
             "segments": [segment_body(i, s) for i, s in enumerate(segments)],
-        }, ensure_ascii=False)
+        }
+        if info.options.word_timestamps:  # asked for with timestamp_granularities[]=word
+            verbose["words"] = [{"word": w.word, "start": w.start, "end": w.end}
+                                for s in segments for w in (s.words or [])]
+        return json.dumps(verbose, ensure_ascii=False)
     raise ValueError(f"unknown response format {fmt!r}")
 
 
