@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from npu_ep.whisper.audio import SAMPLE_RATE, load_audio
-from npu_ep.whisper.features import WINDOW_FRAMES, WINDOW_SAMPLES, log_mel_spectrogram, mel_filters
+from npu_ep.whisper.features import WINDOW_SAMPLES, log_mel_spectrogram, mel_filters
+from npu_ep.whisper.spec import ENCODER_FRAMES
 
 transformers = pytest.importorskip("transformers", reason="the reference extractor comes with the export extra")
 
@@ -31,7 +32,7 @@ def test_equal_to_transformers(clips: dict[str, np.ndarray], n_mels: int) -> Non
     for name, samples in clips.items():
         expected = extractor(samples, sampling_rate=SAMPLE_RATE, return_tensors="np").input_features[0]
         ours = log_mel_spectrogram(samples, n_mels)
-        assert ours.shape == (n_mels, WINDOW_FRAMES) and ours.dtype == np.float32
+        assert ours.shape == (n_mels, ENCODER_FRAMES) and ours.dtype == np.float32
         assert np.abs(ours - expected).max() < 1e-4, name
 
 

@@ -6,11 +6,11 @@ from functools import lru_cache
 import numpy as np
 
 from npu_ep.whisper.audio import SAMPLE_RATE
+from npu_ep.whisper.spec import ENCODER_FRAMES
 
 N_FFT = 400
 HOP_LENGTH = 160
-WINDOW_SAMPLES = 30 * SAMPLE_RATE
-WINDOW_FRAMES = WINDOW_SAMPLES // HOP_LENGTH  # 3000 mel frames = the encoder's fixed input length
+WINDOW_SAMPLES = ENCODER_FRAMES * HOP_LENGTH  # 30 s: the encoder's fixed input, in samples
 FRAME_SECONDS = HOP_LENGTH / SAMPLE_RATE
 
 
@@ -58,12 +58,12 @@ def log_mel_spectrogram(samples: np.ndarray, n_mels: int = 80) -> np.ndarray:
     window[:n] = samples[:n]
     # Frames whose 400-sample span lies wholly in the zero padding have no power: skip their STFT
     # (most of the work for a short clip) and give them the log floor directly.
-    active = min(WINDOW_FRAMES, -(-(n + N_FFT // 2) // HOP_LENGTH))
+    active = min(ENCODER_FRAMES, -(-(n + N_FFT // 2) // HOP_LENGTH))
     padded = np.pad(window, N_FFT // 2, mode="reflect")
     frames = np.lib.stride_tricks.sliding_window_view(padded, N_FFT)[::HOP_LENGTH][:active]
     spectrum = np.fft.rfft(frames * _hann(), axis=-1)
     power = spectrum.real**2 + spectrum.imag**2
-    log_spec = np.full((n_mels, WINDOW_FRAMES), -10.0, dtype=np.float32)
+    log_spec = np.full((n_mels, ENCODER_FRAMES), -10.0, dtype=np.float32)
     log_spec[:, :active] = np.log10(np.maximum(mel_filters(n_mels) @ power.T.astype(np.float32), 1e-10))
     log_spec = np.maximum(log_spec, log_spec.max() - 8.0)
     return (log_spec + 4.0) / 4.0
@@ -77,5 +77,5 @@ def encoder_features(samples: np.ndarray, n_mels: int = 80) -> np.ndarray:
     in samples/ lose a word with the floor, none with zeros).
     """
     features = log_mel_spectrogram(samples, n_mels)
-    features[:, min(-(-len(samples) // HOP_LENGTH), WINDOW_FRAMES):] = 0.0
+    features[:, min(-(-len(samples) // HOP_LENGTH), ENCODER_FRAMES):] = 0.0
     return features

@@ -13,10 +13,11 @@ from npu_ep.errors import NpuEpError, first_line
 from npu_ep.whisper.alignment import Word, align_words
 from npu_ep.whisper.audio import MIN_SAMPLES, SAMPLE_RATE, AudioSource, load_audio
 from npu_ep.whisper.decoding import TIMESTAMP_SECONDS, Decoder, DecodeOptions, DecodeResult
-from npu_ep.whisper.features import FRAME_SECONDS, HOP_LENGTH, WINDOW_FRAMES, encoder_features
+from npu_ep.whisper.features import FRAME_SECONDS, HOP_LENGTH, encoder_features
 from npu_ep.whisper.model import WhisperOnnx
 from npu_ep.whisper.hallucination import skip_silence
 from npu_ep.whisper.tokenizer import WhisperTokenizer
+from npu_ep.whisper.spec import ENCODER_FRAMES
 from npu_ep.whisper import vad
 
 _PROGRESS_MIN_SECONDS = 60.0
@@ -221,10 +222,10 @@ class Pipeline:
                 seek = max(seek, clip_start)
                 while seek < clip_end:
                     clock = time.perf_counter()
-                    samples = source.window(seek * HOP_LENGTH, WINDOW_FRAMES * HOP_LENGTH)
+                    samples = source.window(seek * HOP_LENGTH, ENCODER_FRAMES * HOP_LENGTH)
                     if len(samples) == 0:
                         break  # the file held fewer samples than its header announced
-                    frames = min(WINDOW_FRAMES, clip_end - seek, -(-len(samples) // HOP_LENGTH))
+                    frames = min(ENCODER_FRAMES, clip_end - seek, -(-len(samples) // HOP_LENGTH))
                     samples = samples[: frames * HOP_LENGTH]
                     silent = np.sqrt(np.mean(np.square(samples, dtype=np.float64))) < _SILENCE_RMS
                     window = None
