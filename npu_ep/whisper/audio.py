@@ -115,7 +115,10 @@ def _decode_with_av(source, name: str) -> np.ndarray:
     except av.FFmpegError as error:
         reason = (getattr(error, "strerror", None) or str(error)).rstrip(".")
         raise NpuEpError(f"{name}: not a readable audio file ({reason}; give a recording or a video FFmpeg decodes)") from None
-    samples = np.concatenate(pieces) if pieces else np.zeros(0, dtype=np.float32)
+    if not pieces:  # FFmpeg guessed a format from the bytes but found no audio in them
+        raise NpuEpError(f"{name}: not a readable audio file (no audio frames in it; give a recording or a video "
+                         "FFmpeg decodes)")
+    samples = np.concatenate(pieces)
     _check_finite(samples, name)
     return samples
 
