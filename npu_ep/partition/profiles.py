@@ -49,7 +49,7 @@ XDNA1 = DeviceProfile(
     # their operands through the shim DMAs while computing; 10 GB/s is a low share of LPDDR5's peak.
     dma_gbs=10.0,
     # `xrt-smi validate` latency test on a Phoenix NPU, default power mode: 121.3 us (quoted in
-    # public xrt-smi logs; also /work/shared/reference/npu-figures.md).
+    # public xrt-smi logs).
     dispatch_ms=0.1213,
     # Xilinx/mlir-aie #2944: runs after a 10 s idle gap took 121-136 ms instead of 107-148 us; the
     # driver boots at its lowest DPM level (amd/xdna-driver #1416). We price the slower, 136 ms.
@@ -75,8 +75,8 @@ XDNA2 = DeviceProfile(
     int8_tops=1.392,
     # Assumption as for XDNA1, doubled for 8 shim columns instead of 4.
     dma_gbs=20.0,
-    # `xrt-smi validate` latency on Strix: 84.2 us (vendor figure, npu-figures.md; not found at a
-    # public source here). amd/IRON #55's Strix Halo measured 52 us: we take the slower.
+    # `xrt-smi validate` latency on Strix: 84.2 us (an AMD-published figure; its primary source was
+    # not found). amd/IRON #55's Strix Halo measured 52 us: we take the slower.
     dispatch_ms=0.0842,
     # Same driver and firmware behaviour as XDNA1 (mlir-aie #2944, xdna-driver #1425).
     cold_run_ms=136.0,
