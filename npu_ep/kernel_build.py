@@ -49,14 +49,15 @@ def designs():
 def select(model_dirs: list[Path], device: str) -> list[kernels.Artifact]:
     """The artifacts the offloaded nodes of these models run on `device`, each once, in plan order."""
     from npu_ep import calibrate
-    from npu_ep.partition.planner import plan
+    from npu_ep.partition.planner import buildable_forms, plan
     from npu_ep.whisper.spec import ONNX_FILES
 
+    buildable = buildable_forms()  # the placement a device session makes
     chosen: dict[str, kernels.Artifact] = {}
     for folder in model_dirs:
         for name in ONNX_FILES:
             if (folder / name).exists():
-                for placement in plan(folder / name, PROFILE[device], calibrate.calibration()).offloaded:
+                for placement in plan(folder / name, PROFILE[device], calibrate.calibration(), forms=buildable).offloaded:
                     artifact = kernels.placed_artifact(placement.kernel, placement.candidate)
                     chosen.setdefault(artifact.identity, artifact)
     return list(chosen.values())

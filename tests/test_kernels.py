@@ -50,7 +50,8 @@ def test_every_design_fits_the_memory_of_whisper_sized_problems(device):
     shapes = {"gemm": [(1500, w, f) for w in WIDTHS for f in (w, 4 * w)] + [(1500, 4 * w, w) for w in WIDTHS],
               "batched_gemm": [(w // 64, 1500, 64, 1500) for w in WIDTHS] + [(w // 64, 1500, 1500, 64) for w in WIDTHS],
               "softmax": [(w // 64 * 1500, 1500, 1500) for w in WIDTHS],
-              "attention": [(w // 64, 1500, 1500, 64, 1500) for w in WIDTHS]}
+              "attention": [(w // 64, 1500, 1500, 64, 1500) for w in WIDTHS],
+              "encoder_layer": [(1500, w, 4 * w, w // 64, 1500) for w in WIDTHS]}
     for design in kernels.manifest().designs.values():
         if design.device != device:
             continue
@@ -70,6 +71,29 @@ def test_a_tile_too_large_for_a_core_is_refused_with_the_arithmetic():
     long_blocks = kernels.Design(**{**attention.__dict__, "tile": (("sq", 32), ("tk", 64))})
     with pytest.raises(LimitError, match="75008 bytes per compute tile"):  # why the manifest says tk = 32
         designs.plan(long_blocks.artifact(6, 1500, 1500, 64, 1500))
+
+
+@pytest.mark.parametrize("design", ["encoder_layer-bf16-npu1", "encoder_layer-i8-npu1", "encoder_layer-i8-npu2"])
+def test_each_phase_of_an_encoder_layer_fits_the_array_on_its_own(design):
+    layer = kernels.design(design)
+    artifact = layer.artifact(1500, 1280, 5120, 20, 1500)  # large-v3's widths
+    phases = designs.encoder_layer.phases(artifact)
+    names = [name for name, _ in phases]
+    assert names[:5] == ["LayerNorm 1", "q projection", "k projection", "v projection", "attention"]
+    assert ("quantize GELU" in names) == ("i8" in design) and names[-1] == "fc2 + residual"
+    for name, budget in phases:
+        assert budget.l1_bytes <= 64 * 1024 and budget.l2_bytes <= 512 * 1024, name
+    # A norm's 1280-wide f32 rows fit 2 to a block with bf16 output (4 would need 72,736 B), 4 with
+    # int8 output; the int8 layer's 5120-wide GELU rows one at a time.
+    assert f"blocks of {4 if 'i8' in design else 2} rows" in dict(phases)["LayerNorm 1"].artifact
+    if "i8" in design:
+        assert "blocks of 1 rows" in dict(phases)["quantize GELU"].artifact
+    budget = designs.plan(artifact)  # the layer's: its largest phase in each memory
+    assert budget.l1_bytes == max(b.l1_bytes for _, b in phases) and budget.loops["phases"] == len(phases)
+    with pytest.raises(LimitError, match="head width"):
+        designs.plan(layer.artifact(1536, 1280, 5120, 12, 1500))  # 1280 / 12 heads: not whole 16-lane vectors
+    with pytest.raises(NotImplementedError, match="not written"):
+        designs.program(artifact)
 
 
 def test_the_designs_import_without_mlir_aie_and_need_it_only_for_the_program():

@@ -7,13 +7,15 @@ import json
 import onnx
 import pytest
 
-from npu_ep import calibrate
+from npu_ep import calibrate, forms
 from npu_ep.cli import main
 from npu_ep.partition import cost, planner
 from npu_ep.partition.profiles import PROFILES
 from npu_ep.partition.rewrite import DOMAIN
 
 FILES = ("encoder_model.onnx", "decoder_model.onnx", "decoder_with_past_model.onnx")
+# Every form but the whole encoder layers: the placement of a layer's parts, as without a layer kernel.
+PARTS = {name for name, form in forms.BY_NAME.items() if form.kernel_kind != "encoder_layer"}
 
 
 @pytest.fixture(scope="module")
@@ -23,8 +25,25 @@ def calibration() -> cost.Calibration:
 
 @pytest.fixture(scope="module")
 def tiny_plans(tiny_en_dir, reference_calibration) -> dict:
-    return {(name, device): planner.plan(tiny_en_dir / name, device, reference_calibration)
+    return {(name, device): planner.plan(tiny_en_dir / name, device, reference_calibration, forms=PARTS)
             for name in FILES for device in ("xdna1", "xdna2")}
+
+
+@pytest.mark.parametrize("device", ["xdna1", "xdna2"])
+def test_each_encoder_layer_goes_whole_to_the_npu_in_bf16_unless_int8_is_asked_for(tiny_en_dir, reference_calibration,
+                                                                                 device):
+    encoder = planner.plan(tiny_en_dir / "encoder_model.onnx", device, reference_calibration)
+    assert sorted(p.candidate.form.name for p in encoder.offloaded) == ["conv_gemm"] * 2 + ["encoder_layer"] * 4
+    layer = next(p for p in encoder.offloaded if p.candidate.form.name == "encoder_layer")
+    assert layer.kernel == f"encoder_layer-bf16-{'npu1' if device == 'xdna1' else 'npu2'}"
+    assert layer.candidate.work.dims == (1500, 384, 1536, 6, 1500) and layer.estimate.npu_ms < layer.estimate.cpu_ms
+    # Its 71 nodes: norms, projections, attention, GELU, residuals and the reshapes' shape arithmetic.
+    assert len(layer.candidate.replaced) == 71 and layer.candidate.node.name == "/layers.0/Add_1"
+    assert encoder.hybrid_ms < planner.plan(tiny_en_dir / "encoder_model.onnx", device, reference_calibration,
+                                            forms=PARTS).hybrid_ms
+    int8 = planner.plan(tiny_en_dir / "encoder_model.onnx", device, reference_calibration, forms=set(forms.BY_NAME))
+    assert sorted(p.candidate.form.name for p in int8.offloaded) == ["conv_gemm"] * 2 + ["encoder_layer_int8"] * 4
+    assert int8.hybrid_ms < encoder.hybrid_ms <= encoder.cpu_ms
 
 
 def test_calibration_is_cached_per_machine(calibration):
@@ -72,21 +91,24 @@ def test_attention_parts_are_placed_when_no_fused_kernel_exists(tiny_en_dir, ref
     real = kernels.find
     monkeypatch.setattr(kernels, "find", lambda profile, dtype, kind="gemm": None if kind == "attention"
                         else real(profile, dtype, kind))
-    encoder = planner.plan(tiny_en_dir / "encoder_model.onnx", "xdna1", calibration=reference_calibration)
+    encoder = planner.plan(tiny_en_dir / "encoder_model.onnx", "xdna1", calibration=reference_calibration, forms=PARTS)
     forms = [p.candidate.form.name for p in encoder.placements]
     assert forms.count("batched_matmul") == 8 and forms.count("softmax") == 4 and "attention" not in forms
     assert [p.reason for p in encoder.alternatives] == ["no attention kernel for xdna1"] * 4
     # The separate parts cost the same CPU time the fused block would: one consistent CPU-only total.
     monkeypatch.undo()
-    fused = planner.plan(tiny_en_dir / "encoder_model.onnx", "xdna1", calibration=reference_calibration)
+    fused = planner.plan(tiny_en_dir / "encoder_model.onnx", "xdna1", calibration=reference_calibration, forms=PARTS)
     assert abs(encoder.cpu_ms - fused.cpu_ms) < 1e-6 * fused.cpu_ms
     assert fused.hybrid_ms < encoder.hybrid_ms  # the score matrix's round trips cost time
 
 
-def test_partitioned_time_never_exceeds_cpu_only(random_model_dir, tiny_plans, calibration):
+def test_partitioned_time_never_exceeds_cpu_only(random_model_dir, tiny_en_dir, tiny_plans, calibration):
     plans = list(tiny_plans.values())
     plans += [planner.plan(random_model_dir / name, device, calibration)
               for name in FILES for device in PROFILES]
+    # Whole encoder layers, bf16 (the default) and int8, under this machine's CPU figures.
+    plans += [planner.plan(tiny_en_dir / "encoder_model.onnx", device, calibration, forms=chosen)
+              for device in PROFILES for chosen in (None, set(forms.BY_NAME))]
     for plan in plans:
         assert plan.hybrid_ms <= plan.cpu_ms, plan.model_name
         for p in plan.offloaded:
@@ -112,12 +134,12 @@ def test_a_faster_cpu_never_sends_more_to_the_npu(tiny_en_dir, reference_calibra
         custom = [n.name for n in planner.apply(encoder, plan).graph.node if n.domain == DOMAIN]
         assert sorted(custom) == sorted(offloaded[-1])
     assert all(later <= earlier for earlier, later in zip(offloaded, offloaded[1:]))
-    assert len(offloaded[1]) == 30 and offloaded[-1] == set()  # 24 MatMuls, 2 convolutions, 4 attention blocks
+    assert len(offloaded[1]) == 6 and offloaded[-1] == set()  # 4 whole layers, 2 convolutions
 
 
 def test_rewrite_keeps_weights_as_initializers(tiny_en_dir, reference_calibration):
     original = onnx.load(str(tiny_en_dir / "encoder_model.onnx"))
-    partitioned = planner.partition(original, "xdna1", reference_calibration)
+    partitioned = planner.partition(original, "xdna1", reference_calibration, forms=PARTS)
     custom = [n for n in partitioned.graph.node if n.domain == DOMAIN]
     by_type = {t: [n for n in custom if n.op_type == t] for t in {n.op_type for n in custom}}
     assert {t: len(n) for t, n in by_type.items()} == {"NpuMatMul": 24, "NpuConv": 2, "NpuAttention": 4}
@@ -136,7 +158,7 @@ def test_rewrite_keeps_weights_as_initializers(tiny_en_dir, reference_calibratio
     keys = [a.s for n in custom for a in n.attribute if a.name == "node_key"]
     assert len(set(keys)) == len(keys)
     # Stable: the same model gives the same keys.
-    again = planner.partition(original, "xdna1", reference_calibration)
+    again = planner.partition(original, "xdna1", reference_calibration, forms=PARTS)
     assert keys == [a.s for n in again.graph.node if n.domain == DOMAIN for a in n.attribute if a.name == "node_key"]
 
 
@@ -171,7 +193,7 @@ def test_report_names_the_figures_whose_2x_worse_value_would_move_a_node(tiny_en
     # A CPU fast enough that fc1 (1500x384x1536) wins on the NPU by a small factor only: the bf16 rate
     # (compute ~3 ms of ~4 ms) decides it; the dispatch (0.12 ms) and the DMA (overlapped) do not.
     fast = replace(reference_calibration, cpu_gflops=300.0)
-    chosen = planner.plan(tiny_en_dir / "encoder_model.onnx", "xdna1", calibration=fast)
+    chosen = planner.plan(tiny_en_dir / "encoder_model.onnx", "xdna1", calibration=fast, forms=PARTS)
     fc1 = next(p for p in chosen.placements if p.candidate.name == "/layers.0/fc1/MatMul")
     assert fc1.device == "npu" and report.flips(fc1, chosen, fast) == ["bf16_tflops"]
     # With the reference laptop CPU the projections win by far: no single figure 2x worse moves one.

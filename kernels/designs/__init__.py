@@ -9,10 +9,11 @@ None of these programs was ever compiled or run on the machines this project was
 """
 from __future__ import annotations
 
-from . import attention, gemm, softmax
+from . import attention, encoder_layer, gemm, softmax
 
 # Kernel kind (kernels/manifest.json "kinds") -> the module holding its design.
-DESIGNS = {"gemm": gemm, "batched_gemm": gemm, "softmax": softmax, "attention": attention}
+DESIGNS = {"gemm": gemm, "batched_gemm": gemm, "softmax": softmax, "attention": attention,
+           "encoder_layer": encoder_layer}
 
 
 def plan(artifact):

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from npu_ep.forms import BY_NAME
 from npu_ep.one_node import one_node_model
 from npu_ep.timing import median_ms
 from npu_ep.whisper.spec import ENCODER_FILE, ENCODER_FRAMES, INPUT_FEATURES
@@ -124,14 +125,15 @@ def _host_cpu_per_pass(encoder: Path, passes: int = 3) -> dict:
 
 # What the NPU takes in each configuration of the bytes table: the GEMMs with a weight alone (the
 # placement before attention and convolutions were offloaded), with convolutions and attention as
-# separate nodes (QKᵀ, Softmax, AV each a round trip), and with each attention block fused. Every
-# eligible node of the configuration is offloaded, whatever the cost model would choose: the table
-# is about the traffic each form implies.
+# separate nodes (QKᵀ, Softmax, AV each a round trip), with each attention block fused, and with each
+# encoder layer whole (every intermediate on the device). Every eligible node of the configuration is
+# offloaded, whatever the cost model would choose: the table is about the traffic each form implies.
+_GEMMS = {"matmul", "gemm", "matmul_integer", "qdq_matmul"}
 CONFIGURATIONS = {
-    "weight GEMMs only": {"matmul", "gemm", "matmul_integer", "qdq_matmul"},
-    "+ conv, attention as parts": {"matmul", "gemm", "matmul_integer", "qdq_matmul", "conv_gemm", "batched_matmul",
-                                   "softmax"},
-    "+ conv, fused attention": None,
+    "weight GEMMs only": _GEMMS,
+    "+ conv, attention as parts": _GEMMS | {"conv_gemm", "batched_matmul", "softmax"},
+    "+ conv, fused attention": _GEMMS | {"conv_gemm", "batched_matmul", "softmax", "attention"},
+    "+ conv, whole layers": None,
 }
 
 
@@ -168,6 +170,11 @@ def _emulated_pass(proto, chosen, scratch: Path, repeat: int) -> dict:
         ops.set_default_device("cpu")  # frees the emulated device's resident weights
 
 
+# The projected placements: each device's default forms (bf16, whole encoder layers), and XDNA1 with
+# the opt-in int8 layers (int8 weights and activations in every projection and FFN GEMM).
+PLACEMENTS = {"xdna1": ("xdna1", None), "xdna2": ("xdna2", None), "xdna1_int8": ("xdna1", set(BY_NAME))}
+
+
 def _encoder_row(name: str, encoder: Path, calibration, repeat: int, configurations: bool) -> dict:
     """CPU measured; per device, the projected encoder: the host's measured time with offload (kernel
     compute excluded) plus the offloaded nodes' predicted device time (dispatch, compute, DMA beyond it)."""
@@ -180,14 +187,14 @@ def _encoder_row(name: str, encoder: Path, calibration, repeat: int, configurati
     proto = onnx.load(str(encoder))
     row = {"model": name, "cpu_measured_ms": _cpu_encoder_ms(encoder, repeat)}
     with tempfile.TemporaryDirectory(prefix="npu-ep-bench-") as scratch:
-        for device in ("xdna1", "xdna2"):
-            chosen = plan(proto, device, calibration)
+        for key, (device, forms_) in PLACEMENTS.items():
+            chosen = plan(proto, device, calibration, forms=forms_)
             device_ms = sum(p.estimate.dispatch_ms + p.estimate.compute_ms + p.estimate.transfer_ms for p in chosen.offloaded)
             measured = _emulated_pass(proto, chosen, Path(scratch), repeat)
             forms: dict[str, int] = {}
             for p in chosen.offloaded:
                 forms[p.candidate.form.name] = forms.get(p.candidate.form.name, 0) + 1
-            row[device] = {**measured, "offloaded": len(chosen.offloaded), "forms": forms, "device_ms": device_ms,
+            row[key] = {**measured, "offloaded": len(chosen.offloaded), "forms": forms, "device_ms": device_ms,
                            "projected_ms": measured["host_ms"] + device_ms,
                            "predicted_cpu_ms": chosen.cpu_ms, "predicted_hybrid_ms": chosen.hybrid_ms}
         if configurations:
@@ -242,20 +249,22 @@ def npu_report(model_dirs: list[Path], shapes: list[str] = ()) -> tuple[str, dic
         f"| dispatches for one (1500x512)@(512x512) projection | {data['dispatches_1500x512x512']} | run on the emulated "
         "device |",
         "",
-        "| encoder | CPU measured | XDNA1 projected | speed-up | XDNA2 projected | speed-up | host time per pass "
-        "(XDNA1 placement) |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "| encoder | CPU measured | XDNA1 projected | speed-up | XDNA2 projected | speed-up | XDNA1, int8 layers, "
+        "projected | speed-up | host time per pass (XDNA1 placement) | XDNA1 device time |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for row in data["encoders"]:
-        cpu, x1, x2 = row["cpu_measured_ms"], row["xdna1"], row["xdna2"]
-        lines.append(f"| {row['model']} | {cpu:.0f} ms | {x1['projected_ms']:.0f} ms ({x1['offloaded']} nodes) | "
-                     f"{cpu / x1['projected_ms']:.1f}x | {x2['projected_ms']:.0f} ms ({x2['offloaded']} nodes) | "
-                     f"{cpu / x2['projected_ms']:.1f}x | {x1['host_ms']:.0f} ms ({100 * x1['host_ms'] / cpu:.0f} %) |")
+        cpu, x1, x2, i8 = row["cpu_measured_ms"], row["xdna1"], row["xdna2"], row["xdna1_int8"]
+        cells = [f"{x['projected_ms']:.0f} ms ({x['offloaded']} nodes) | {cpu / x['projected_ms']:.1f}x" for x in (x1, x2, i8)]
+        lines.append(f"| {row['model']} | {cpu:.0f} ms | {' | '.join(cells)} | "
+                     f"{x1['host_ms']:.0f} ms ({100 * x1['host_ms'] / cpu:.0f} %) | {x1['device_ms']:.0f} ms |")
     lines += ["", "CPU measured: this machine's CPU EP, one 30 s window. Projected = the host's own time per pass with "
               "the offload, run on the emulated device with its kernels computing nothing (CPU ops + the provider's "
               "host work, measured), plus each offloaded node's device time (dispatch, compute, DMA beyond it) from the "
               "profile: projected by the cost model, not measured on an NPU. Host time per pass is that measured part "
-              "(wall time, and its share of the CPU-only encoder's). Shaped models have random weights and the real encoder "
+              "(wall time, and its share of the CPU-only encoder's); device time the predicted part. Int8 layers: the "
+              "opt-in int8 encoder-layer design (int8 weights and activations, computed in another number format than "
+              "the float model). Shaped models have random weights and the real encoder "
               "dimensions (export the real ones online: npu-ep export --model openai/whisper-small).", ""]
     configured = [row for row in data["encoders"] if "configurations" in row]
     if configured:
@@ -267,7 +276,8 @@ def npu_report(model_dirs: list[Path], shapes: list[str] = ()) -> tuple[str, dic
                              f"{c['bytes_moved'] / 1e6:.1f} |")
         lines += ["", "MB moved: bytes synced to and from the emulated device in one encoder pass after the first "
                   "(weights resident), run on the emulated device, with every eligible node of the row offloaded. A fused attention node keeps the score matrix on "
-                  "the device; as parts, it goes out and back once per layer.", ""]
+                  "the device; as parts, it goes out and back once per layer. A whole layer keeps every intermediate there: "
+                  "only x goes in and y comes out.", ""]
     lines += ["| encoder | host CPU time per pass, CPU only | with the offload | share (target <= 20 %) | dispatches |",
               "|---|---:|---:|---:|---:|"]
     for row in (row for row in data["encoders"] if "host_cpu" in row):

@@ -2,7 +2,7 @@
 custom node, one class per form, in the style of onnxruntime.quantization's operator registry.
 
 `FORMS` is in match order. A node gets the first ordinary form that matches it; block forms
-(attention) are matched beside their parts, and the planner keeps the better of the two.
+(attention, a whole encoder layer) are matched beside their parts, and the planner keeps the better.
 `SIGNATURES` maps each custom op type to its form, for the provider's op registration.
 """
 from __future__ import annotations
@@ -12,9 +12,11 @@ import onnx
 from npu_ep.forms.attention import AttentionForm, BatchedMatMulForm, SoftmaxForm
 from npu_ep.forms.base import DOMAIN, Candidate, Form, Gemm, GraphIndex, Signature, Work, weight_digest
 from npu_ep.forms.gemm import ConvGemmForm, GemmForm, MatMulForm, MatMulIntegerForm, QdqMatMulForm
+from npu_ep.forms.layer import EncoderLayerForm, EncoderLayerInt8Form
 
 FORMS: tuple[Form, ...] = (MatMulForm(), QdqMatMulForm(), GemmForm(), MatMulIntegerForm(), ConvGemmForm(),
-                           AttentionForm(), BatchedMatMulForm(), SoftmaxForm())
+                           AttentionForm(), BatchedMatMulForm(), SoftmaxForm(), EncoderLayerForm(),
+                           EncoderLayerInt8Form())
 BY_NAME = {form.name: form for form in FORMS}
 SIGNATURES: dict[str, tuple[Form, Signature]] = {s.op_type: (form, s) for form in FORMS for s in form.signatures}
 

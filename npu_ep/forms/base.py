@@ -25,11 +25,12 @@ CpuRunner = Callable[..., np.ndarray]  # run(op_type, inputs, out_type=TensorPro
 
 @dataclass(frozen=True)
 class Gemm:
-    """One (batched) matrix product: batch x ([M, K] @ [K, N])."""
+    """One (batched) matrix product: batch x ([M, K] @ [K, N]); `int8` None: its Work's type."""
     batch: int
     M: int
     K: int
     N: int
+    int8: bool | None = None
 
     @property
     def flops(self) -> int:
@@ -55,6 +56,8 @@ class Work:
     resident_bytes: int = 0  # of the weight as the device holds it, read by the run's DMAs each call
     softmax: int = 0
     dispatches: int = 1
+    vector: int = 0            # other elements the device's vector units compute (norms, GELU, residuals)
+    reconfigurations: int = 0  # array reconfigurations inside the run (a fused layer's phases)
 
     @property
     def flops(self) -> int:
@@ -157,6 +160,7 @@ class Form:
     kernel_kind: ClassVar[str]      # the manifest's kernel kind it runs on
     signatures: ClassVar[tuple[Signature, ...]]
     block: ClassVar[bool] = False   # matches a block whose parts other forms also match
+    opt_in: ClassVar[bool] = False  # placed only when the caller names it among the forms
 
     def match(self, node: onnx.NodeProto, index: GraphIndex) -> Candidate | None:
         raise NotImplementedError

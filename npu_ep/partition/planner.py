@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import json
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -15,8 +14,8 @@ from npu_ep.partition import cost, graph, profiles, rewrite
 from npu_ep import kernels
 
 # 2: no copy for files with nothing offloaded; a .json record per copy; 3: kernels named by design;
-# 4: the artifacts to warm up in the summary; 5: op forms (convolutions, attention)
-PARTITION_VERSION = 5
+# 4: the artifacts to warm up in the summary; 5: op forms (convolutions, attention); 6: encoder layers
+PARTITION_VERSION = 6
 # The NPU must win by this share of the CPU time: it absorbs the projection's error, so a node
 # never moves for a predicted gain smaller than the model can resolve.
 MARGIN = 0.8
@@ -58,6 +57,15 @@ class Plan:
         return sum(p.chosen_ms for p in self.placements)
 
 
+def buildable_forms() -> set[str]:
+    """The default forms whose kernel kind has a program `npu-ep kernels build` can compile: what a
+    real NPU can run (a whole encoder layer's program is not written yet, so there its parts go)."""
+    from npu_ep import forms
+
+    unwritten = kernels.manifest().unwritten
+    return {name for name, form in forms.BY_NAME.items() if not form.opt_in and form.kernel_kind not in unwritten}
+
+
 def _load(model: str | Path | onnx.ModelProto) -> tuple[onnx.ModelProto, str]:
     if isinstance(model, onnx.ModelProto):
         return model, model.graph.name or "model"
@@ -74,23 +82,28 @@ def plan(model: str | Path | onnx.ModelProto, device: str, calibration: cost.Cal
          dims: dict[str, int] | None = None, name: str | None = None, forms: set[str] | None = None) -> Plan:
     """Decide every candidate's place for `device` (a profile name), priced with `calibration`
     (this machine's: `npu_ep.calibrate.calibration()`); `forms` limits the op forms considered
-    (names from npu_ep.forms; all by default)."""
+    (names from npu_ep.forms; by default every form but the opt-in ones, e.g. the int8 layer)."""
     proto, default_name = _load(model)
     name = name or default_name
     profile = profiles.profile(device)
-    candidates = [c for c in graph.find_candidates(proto) if forms is None or c.form.name in forms]
+    candidates = [c for c in graph.find_candidates(proto)
+                  if (not c.form.opt_in if forms is None else c.form.name in forms)]
     graph.resolve_shapes(proto, candidates, dims)
     placements, blocks = [], []
     for c in candidates:
         (blocks if c.form.block else placements).append(_place(c, profile, calibration))
     alternatives = []
-    for block in blocks:
+    # Smaller blocks first: a layer is weighed against its attention block as placed, not its parts.
+    for block in sorted(blocks, key=lambda b: len(b.candidate.replaced)):
         _choose_block(block, placements, alternatives)
     return Plan(name, profile, placements, alternatives)
 
 
 def _place(c: graph.Candidate, profile: profiles.DeviceProfile, cal: cost.Calibration) -> Placement:
     kernel = kernels.find(profile.name, c.form.dtype(c), c.form.kernel_kind)
+    if c.unsupported and c.form.block:  # a block that cannot run has no work worth pricing
+        return Placement(c, kernel and kernel.name, cost.Estimate(math.inf, math.inf, 0.0, 0.0, 0.0, 0.0), "cpu",
+                         c.unsupported)
     work = c.work
     if kernel is None:
         estimate = cost.Estimate(cost.cpu_ms(work, cal), math.inf, 0.0, 0.0, 0.0, 0.0)
@@ -106,12 +119,14 @@ def _place(c: graph.Candidate, profile: profiles.DeviceProfile, cal: cost.Calibr
 
 
 def _choose_block(block: Placement, placements: list[Placement], alternatives: list[Placement]) -> None:
-    """A block (e.g. fused attention) replaces its parts' placements when it is predicted faster than
-    they are, as placed; otherwise it is kept as an alternative the report shows."""
+    """A block (fused attention, an encoder layer) replaces its parts' placements when it is predicted
+    faster than they are, as placed; otherwise it is kept as an alternative the report shows. Its
+    members that no form offloads (norms, GELU, adds) count nothing for the parts: the comparison
+    leans towards the parts."""
     outputs = {n.output[0] for n in block.candidate.replaced}
     parts = [i for i, p in enumerate(placements) if p.candidate.node.output[0] in outputs]
     parts_ms = sum(placements[i].chosen_ms for i in parts)
-    if block.device == "npu" and len(parts) == len(outputs) and block.chosen_ms < parts_ms:
+    if block.device == "npu" and parts and block.chosen_ms < parts_ms:
         first = parts[0]
         for i in reversed(parts):
             del placements[i]
@@ -147,15 +162,17 @@ def partitioned_path(onnx_path: Path, device: str) -> Path:
     return onnx_path.with_name(f"{onnx_path.stem}.{device}.onnx")
 
 
-def _source_stamp(onnx_path: Path) -> str:
+def _source_stamp(onnx_path: Path, forms: set[str] | None) -> str:
     stat = onnx_path.stat()
-    return f"{stat.st_size}:{stat.st_mtime_ns}:{PARTITION_VERSION}:{cost.machine_id()}"
+    chosen = ",".join(sorted(forms)) if forms is not None else "default"
+    return f"{stat.st_size}:{stat.st_mtime_ns}:{PARTITION_VERSION}:{cost.machine_id()}:{chosen}"
 
 
 def partition_file(onnx_path: str | Path, device: str, calibration: Callable[[], cost.Calibration],
-                   force: bool = False) -> tuple[Path, Plan | None]:
+                   force: bool = False, forms: set[str] | None = None) -> tuple[Path, Plan | None]:
     """Write (or reuse, if up to date) the partitioned copy beside `onnx_path`; returns the file to run
-    and the plan when one was computed. `calibration` is called only when a plan is needed.
+    and the plan when one was computed. `calibration` is called only when a plan is needed; `forms`
+    as for `plan` (the copy is made again when they change).
 
     A small record (`<stem>.<device>.json`) holds the source's stamp and the decision, so reuse costs
     no parse of the copy. A file with nothing worth the NPU (the one-token decoders) gets no copy,
@@ -164,7 +181,7 @@ def partition_file(onnx_path: str | Path, device: str, calibration: Callable[[],
     onnx_path = Path(onnx_path)
     target = partitioned_path(onnx_path, device)
     record = target.with_suffix(".json")
-    stamp = _source_stamp(onnx_path)
+    stamp = _source_stamp(onnx_path, forms)
     if not force and record.exists():
         try:
             known = json.loads(record.read_text())
@@ -173,7 +190,7 @@ def partition_file(onnx_path: str | Path, device: str, calibration: Callable[[],
         if known.get("source") == stamp and (known.get("offloaded") == 0 or target.exists()):
             return (target if known["offloaded"] else onnx_path), None
     proto, _ = _load(onnx_path)
-    chosen = plan(proto, device, calibration(), name=f"{onnx_path.parent.name}/{onnx_path.stem}")
+    chosen = plan(proto, device, calibration(), name=f"{onnx_path.parent.name}/{onnx_path.stem}", forms=forms)
     target.unlink(missing_ok=True)
     if chosen.offloaded:
         temporary = target.with_suffix(".tmp")

@@ -3,7 +3,8 @@
 Each candidate's form writes its custom node: it keeps the original inputs (weights stay
 initializers) and carries `node_key` (node name + digest of its weight: stable across runs, distinct
 across models) and `kernel` (the manifest entry to run). A block's other nodes (e.g. the Softmax and
-the first MatMul of a fused attention) are dropped, as are DequantizeLinear nodes nobody reads any more.
+the first MatMul of a fused attention) are dropped, as are DequantizeLinear nodes and initializers
+nobody reads any more.
 """
 from __future__ import annotations
 
@@ -32,6 +33,13 @@ def rewrite(model: onnx.ModelProto, chosen: list[tuple[Candidate, str]]) -> onnx
             nodes.append(node)
     del graph.node[:]
     graph.node.extend(_without_dead_dequantize(nodes, graph))
+    # Initializers only replaced nodes read (a fused layer's biases and norms, now in its vectors):
+    # ONNX Runtime would drop each with a warning.
+    read = {name for node in graph.node for name in node.input} | {o.name for o in graph.output}
+    kept = [i for i in graph.initializer if i.name in read]
+    if len(kept) < len(graph.initializer):
+        del graph.initializer[:]
+        graph.initializer.extend(kept)
     if not any(o.domain == DOMAIN for o in out.opset_import):
         out.opset_import.append(helper.make_opsetid(DOMAIN, 1))
     return out

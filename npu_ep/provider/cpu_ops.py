@@ -20,7 +20,8 @@ from onnx import TensorProto
 from npu_ep.one_node import one_node_model
 
 _ELEM = {np.dtype(np.float32): TensorProto.FLOAT, np.dtype(np.int8): TensorProto.INT8,
-         np.dtype(np.uint8): TensorProto.UINT8, np.dtype(np.int32): TensorProto.INT32}
+         np.dtype(np.uint8): TensorProto.UINT8, np.dtype(np.int32): TensorProto.INT32,
+         np.dtype(np.int64): TensorProto.INT64}
 
 
 _threads: ContextVar[int | None] = ContextVar("npu_ep_cpu_threads", default=None)

@@ -78,6 +78,7 @@ class _Node:
     colsum: np.ndarray | None = None  # int8: column sums of the weight, for the activation zero point
     runs: dict = field(default_factory=dict)  # artifact identity -> _Run
     by_rows: dict = field(default_factory=dict)  # gemm: M -> its _Run (no artifact lookup per call)
+    resident: dict = field(default_factory=dict)  # run_resident: arg -> its resident bo
 
 
 def fingerprint(weight: np.ndarray) -> bytes:
@@ -100,6 +101,7 @@ class Backend:
         self._designs: dict[str, Design] = {}    # design name -> Design, looked up once per session
         self._nodes: dict[str, _Node] = {}
         self._cpu_nodes: dict[str, str] = {}
+        self._shared: dict[tuple[str, str], object] = {}  # (artifact, device-only arg) -> its one bo
         self.warnings: list[str] = []
         self.weight_uploads = 0
 
@@ -128,6 +130,17 @@ class Backend:
         valid until this node's next call; bf16 outputs widened to a float32 copy); `cpu` gives the
         result on any fault."""
         return self._offload(key, cpu, lambda: self._run_activations(key, design, tuple(shape), inputs))
+
+    def run_resident(self, key: str, design: str, shape: tuple[int, ...], inputs: dict[str, np.ndarray],
+                     resident: Callable[[str], dict[str, np.ndarray]], w_id: bytes,
+                     cpu: Callable[[], np.ndarray]) -> np.ndarray:
+        """One run of a `design` with several resident buffers (an encoder layer's weights and
+        vectors): `resident(dtype_in)` gives them in the design's form (float32 for bf16 buffers,
+        packed here) and is called only when they are not on the device yet (`w_id`: their
+        fingerprint). `inputs` fill the corner of their buffers each call; the design's device-only
+        buffers (scratch) are shared by every node on the same artifact. Returns the output's
+        logical part (a view valid until this node's next call)."""
+        return self._offload(key, cpu, lambda: self._run_resident(key, design, tuple(shape), inputs, resident, w_id))
 
     fingerprint = staticmethod(fingerprint)  # for callers that hand a weight to `gemm`
 
@@ -208,12 +221,15 @@ class Backend:
         return kernel
 
     def _bo(self, kernel: _Kernel, arg: str):
-        """A zeroed host_only buffer of exactly the size the artifact's shape gives `arg`."""
+        """A buffer of exactly the size the artifact's shape gives `arg`: host_only and zeroed, or
+        device_only (never mapped nor synced) for the design's scratch."""
         xrt, design = self._xrt, kernel.artifact.design
         index = [name for name, _ in design.args].index(arg)
-        bo = xrt.bo(self._device, kernel.artifact.nbytes(arg), xrt.bo.flags.host_only,
-                    kernel.handle.group_id(manifest().call.first_arg_group_id + index))
-        np.frombuffer(bo.map(), dtype=np.uint8)[:] = 0
+        device_only = arg in design.device_only
+        bo = xrt.bo(self._device, kernel.artifact.nbytes(arg), xrt.bo.flags.device_only if device_only
+                    else xrt.bo.flags.host_only, kernel.handle.group_id(manifest().call.first_arg_group_id + index))
+        if not device_only:
+            np.frombuffer(bo.map(), dtype=np.uint8)[:] = 0
         return bo
 
     def _prepare(self, node: _Node, kernel: _Kernel, given: dict) -> _Run:
@@ -221,7 +237,7 @@ class Backend:
         design = kernel.artifact.design
         bos = {arg: given[arg] if arg in given else self._bo(kernel, arg) for arg, _ in design.args}
         views = {arg: np.frombuffer(bo.map(), dtype=design.arg_dtype(arg)).reshape(
-            design.arg_shape(arg, kernel.artifact.shape)) for arg, bo in bos.items()}
+            design.arg_shape(arg, kernel.artifact.shape)) for arg, bo in bos.items() if arg not in design.device_only}
         run = self._xrt.run(kernel.handle)
         for index, value in enumerate((manifest().call.opcode, kernel.insts_bo, kernel.n_words, *bos.values())):
             run.set_arg(index, value)
@@ -256,6 +272,49 @@ class Backend:
             self.weight_uploads += 1
         self._nodes[key] = node
         return node
+
+    def _fill(self, design: Design, arg: str, view: np.ndarray, value: np.ndarray) -> None:
+        if design.arg_dtype(arg) == np.uint16:
+            bf16.pack(value.reshape(-1, value.shape[-1]), view.reshape(-1, view.shape[-1]))
+        else:
+            view[tuple(slice(0, size) for size in value.shape)] = value
+
+    def _run_resident(self, key: str, design_name: str, shape: tuple[int, ...], inputs: dict[str, np.ndarray],
+                      resident: Callable[[str], dict[str, np.ndarray]], w_id: bytes) -> np.ndarray:
+        design = self._design(design_name)
+        kernel = self._kernel(design.artifact(*shape))
+        identity = kernel.artifact.identity
+        xrt = self._xrt
+        node = self._nodes.get(key)
+        if node is None or node.fingerprint != w_id or node.design != design:
+            node = _Node(design, w_id)
+            for arg, value in resident(design.dtype_in).items():
+                bo = node.resident[arg] = self._bo(kernel, arg)
+                view = np.frombuffer(bo.map(), dtype=design.arg_dtype(arg)).reshape(design.arg_shape(arg, kernel.artifact.shape))
+                self._fill(design, arg, view, value)
+                bo.sync(xrt.xclBOSyncDirection.XCL_BO_SYNC_BO_TO_DEVICE)
+            self.weight_uploads += 1
+            self._nodes[key] = node
+        prepared = node.runs.get(identity)
+        if prepared is None:
+            shared = {arg: self._shared.get((identity, arg)) or self._shared.setdefault((identity, arg), self._bo(kernel, arg))
+                      for arg in design.device_only}
+            prepared = self._prepare(node, kernel, {**node.resident, **shared})
+        refill = prepared.filled != shape
+        for arg, value in inputs.items():
+            view = prepared.views[arg]
+            if refill:
+                view[...] = 0
+            self._fill(design, arg, view, value)
+            # Only the rows this call wrote go over (the buffers are row-major).
+            prepared.bos[arg].sync(xrt.xclBOSyncDirection.XCL_BO_SYNC_BO_TO_DEVICE, value.shape[0] * view.strides[0], 0)
+        prepared.filled = shape
+        self._start(prepared.run)
+        (output,) = design.outputs
+        rows = next(iter(inputs.values())).shape[0]
+        view = prepared.views[output]
+        prepared.bos[output].sync(xrt.xclBOSyncDirection.XCL_BO_SYNC_BO_FROM_DEVICE, rows * view.strides[0], 0)
+        return view[:rows, :next(iter(inputs.values())).shape[1]]
 
     def _design(self, name: str) -> Design:
         found = self._designs.get(name)

@@ -17,6 +17,7 @@ kernel kind's math).
 from __future__ import annotations
 
 import enum
+import math
 import time
 from contextlib import contextmanager
 import uuid as _uuid
@@ -24,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+import numba
 import numpy as np
 
 from npu_ep.provider import bf16
@@ -130,9 +132,69 @@ def _attention(artifact: Artifact, buffers: dict[str, np.ndarray]) -> None:
     buffers["o"][...] = np.matmul(bf16.to_f32(bf16.from_f32(probabilities)), v)
 
 
+# Rows of the encoder layer's vector buffer vd [16, D] (vf [2, F]: fc1's bias, fc1's column scales).
+VD_BIAS = {"q": 0, "k": 1, "v": 2, "o": 3, "2": 4}
+VD_NORM = {"g1": 5, "b1": 6, "g2": 7, "b2": 8}
+VD_SCALE = {"q": 9, "k": 10, "v": 11, "o": 12, "2": 13}  # int8: each weight's per-column scale (1 in bf16)
+VD_CONST = 14  # [q scale, k scale, LayerNorm 1 epsilon, LayerNorm 2 epsilon, 0, ...]
+
+
+@numba.vectorize(["float32(float32)"], cache=True)
+def _gelu(x):  # the exact (erf) GELU Whisper uses, in fp32 on the vector units
+    return np.float32(0.5) * x * (np.float32(1.0) + np.float32(math.erf(x * 0.7071067811865476)))
+
+
+def _layer_norm(z: np.ndarray, gamma: np.ndarray, beta: np.ndarray, eps: float) -> np.ndarray:
+    mean = z.mean(axis=-1, keepdims=True, dtype=np.float32)
+    centred = z - mean
+    variance = np.mean(centred * centred, axis=-1, keepdims=True, dtype=np.float32)
+    return centred / np.sqrt(variance + np.float32(eps)) * gamma + beta
+
+
+def quantize_rows(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Symmetric int8 per row, as the int8 layer's rows phases quantize an activation: (int8, scales)."""
+    scale = np.abs(a).max(axis=-1, keepdims=True) / np.float32(127)
+    scale[scale == 0] = 1
+    return np.clip(np.rint(a / scale), -127, 127).astype(np.int8), scale.astype(np.float32)
+
+
+def _layer_gemm(a: np.ndarray, w: np.ndarray, col_scale: np.ndarray, int8: bool) -> np.ndarray:
+    if not int8:  # operands rounded to bf16, fp32 accumulation
+        return np.matmul(bf16.to_f32(bf16.from_f32(a)), bf16.to_f32(w))
+    q, row_scale = quantize_rows(a)  # exact int32 sums (in float64), then both scales
+    return (np.matmul(q.astype(np.float64), w.astype(np.float64)).astype(np.float32) * row_scale) * col_scale
+
+
+def _encoder_layer(artifact: Artifact, buffers: dict[str, np.ndarray]) -> None:
+    # Over the first L positions only: the kernel masks the padded ones (as keys) and their output rows
+    # are discarded. Intermediates are f32 in the scratch; each enters its next GEMM or the attention
+    # rounded to the phase's operand type, as the cores read it.
+    S, D, F, H, L = artifact.shape
+    int8 = artifact.design.dtype_in == "i8"
+    vd, vf = buffers["vd"], buffers["vf"]
+    q_scale, k_scale, eps1, eps2 = (float(c) for c in vd[VD_CONST, :4])
+    x = buffers["x"][:L]
+
+    def gemm(a: np.ndarray, name: str, bias: np.ndarray, scale: np.ndarray) -> np.ndarray:
+        return _layer_gemm(a, buffers[name], scale, int8) + bias
+
+    h = _layer_norm(x, vd[VD_NORM["g1"]], vd[VD_NORM["b1"]], eps1)
+    q = gemm(h, "wq", vd[VD_BIAS["q"]], vd[VD_SCALE["q"]]) * np.float32(q_scale)
+    k = gemm(h, "wk", vd[VD_BIAS["k"]], vd[VD_SCALE["k"]]) * np.float32(k_scale)
+    v = gemm(h, "wv", vd[VD_BIAS["v"]], vd[VD_SCALE["v"]])
+    heads = [bf16.to_f32(bf16.from_f32(t.reshape(L, H, D // H).transpose(1, 0, 2))) for t in (q, k, v)]
+    scores = np.matmul(heads[0], heads[1].transpose(0, 2, 1))
+    probabilities = _softmax_f32(scores, L)
+    attended = np.matmul(bf16.to_f32(bf16.from_f32(probabilities)), heads[2]).transpose(1, 0, 2).reshape(L, D)
+    x1 = x + gemm(attended, "wo", vd[VD_BIAS["o"]], vd[VD_SCALE["o"]])
+    f = _gelu(gemm(_layer_norm(x1, vd[VD_NORM["g2"]], vd[VD_NORM["b2"]], eps2), "w1", vf[0], vf[1]))
+    buffers["y"][:L] = x1 + gemm(f, "w2", vd[VD_BIAS["2"]], vd[VD_SCALE["2"]])
+
+
 # Each kernel kind's math on the artifact's buffers (viewed with their padded shapes and types).
 COMPUTE: dict[str, Callable[[Artifact, dict[str, np.ndarray]], None]] = {
-    "gemm": _gemm, "batched_gemm": _gemm, "softmax": _softmax, "attention": _attention}
+    "gemm": _gemm, "batched_gemm": _gemm, "softmax": _softmax, "attention": _attention,
+    "encoder_layer": _encoder_layer}
 
 
 class xclBOSyncDirection(enum.IntEnum):
