@@ -32,6 +32,8 @@ DEVICES = ("auto", "cpu", "npu", "emulator")
 # runs there with its MatMulInteger weights shifted to uint8 (w + 128, zero point 128: the same products),
 # and with QDQ nodes computed as the graph defines them (dequantize, float MatMul), not by fused int8 kernels.
 DISABLE_QDQ_FUSION = "session.disable_quant_qdq"
+# Bump when `cpu_attention` rewrites graphs differently, so cached CPU graphs are made again.
+CPU_GRAPH_VERSION = 1
 
 log = logging.getLogger(__name__)
 
@@ -97,11 +99,12 @@ def npu_profile() -> str:
 
 
 def create_session(onnx_path: str | Path, device: str = "cpu", threads: int | None = None,
-                   exact_int8: bool = False) -> ort.InferenceSession:
+                   exact_int8: bool = False, attention_heads: int | None = None) -> ort.InferenceSession:
     """Open `onnx_path` for `device` ("cpu", "npu", "emulator" or "auto").
 
     `exact_int8`: on a CPU whose int8 kernels saturate (no VNNI or AMX), compute the file's int8 exactly
-    another way (see `unsigned_weights`), at about float speed.
+    another way (see `unsigned_weights`), at about float speed. `attention_heads`: the file's attention
+    head count; on the CPU its attention blocks then run fused (see `cpu_graph`).
     """
     _check(device)
     device = resolve_device(device)
@@ -120,6 +123,8 @@ def create_session(onnx_path: str | Path, device: str = "cpu", threads: int | No
             unsigned = unsigned_weights(onnx_path)
             source = source if unsigned is None else unsigned.SerializeToString()
     if device == "cpu":
+        if attention_heads and isinstance(source, str):
+            source = str(cpu_graph(onnx_path, attention_heads))
         return ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
 
     import onnx
@@ -159,6 +164,46 @@ def _buildable(device: str) -> set[str] | None:
     from npu_ep.partition.planner import buildable_forms
 
     return None if device == "emulator" else buildable_forms()
+
+
+def _stamp(onnx_path: Path) -> str:
+    stat = onnx_path.stat()
+    return f"{stat.st_size}:{stat.st_mtime_ns}:{CPU_GRAPH_VERSION}"
+
+
+def cpu_graph(onnx_path: Path, heads: int) -> Path:
+    """The file to open on the CPU EP: `onnx_path`'s copy with its attention blocks fused into one kernel
+    each (`<stem>.cpu.onnx` beside it, sharing its weights file), or `onnx_path` when it has none to fuse.
+
+    Made once and remade when the source changes (a small `<stem>.cpu.json` record holds the source's stamp),
+    so opening a session neither imports onnx nor parses the graph. Where the folder is read-only, the
+    graph runs as it is.
+    """
+    target = onnx_path.with_name(f"{onnx_path.stem}.cpu.onnx")
+    record = target.with_suffix(".json")
+    stamp = _stamp(onnx_path)
+    try:
+        known = json.loads(record.read_text())
+        if known.get("source") == stamp and (not known.get("fused") or target.is_file()):
+            return target if known["fused"] else onnx_path
+    except (OSError, ValueError, AttributeError):
+        pass  # no record yet, or a damaged one: make it again
+    import onnx
+
+    from npu_ep.cpu_attention import fuse_attention
+
+    model = onnx.load(str(onnx_path), load_external_data=False)  # mapped weights stay in the shared file
+    fused = fuse_attention(model, heads)
+    try:
+        if fused:
+            temporary = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+            onnx.save(model, str(temporary))
+            temporary.replace(target)
+        record.write_text(json.dumps({"source": stamp, "fused": fused}))
+    except OSError as error:
+        log.debug("%s: cannot write the CPU graph beside it (%s); running it unfused", onnx_path, error)
+        return onnx_path
+    return target if fused else onnx_path
 
 
 def unsigned_weights(onnx_path: Path) -> onnx.ModelProto | None:

@@ -85,6 +85,37 @@ def test_dynamic_weights_fit_the_saturating_int8_kernels(dynamic_random: Path) -
         assert max(np.abs(w.astype(np.int16)).max() for w in weights) == 64, name  # and the range is used
 
 
+def test_weights_are_mapped_from_aligned_files_with_the_same_values(dynamic_random: Path, jfk_path: Path) -> None:
+    """Each graph keeps its large weights in a file beside it at page-aligned offsets, which ONNX Runtime maps
+    (so the decoders' embedding table is paged in by the rows used, not copied); the values are unchanged."""
+    import onnxruntime as ort
+    from onnx.external_data_helper import uses_external_data
+
+    from npu_ep.model_folder import MAPPED_MIN_BYTES, WEIGHTS_ALIGNMENT, weights_file
+
+    for name in ONNX_FILES:
+        path = dynamic_random / name
+        graph = onnx.load(path, load_external_data=False).graph
+        external = [init for init in graph.initializer if uses_external_data(init)]
+        assert external, name
+        for init in external:
+            entries = {entry.key: entry.value for entry in init.external_data}
+            assert entries["location"] == weights_file(path).name and int(entries["offset"]) % WEIGHTS_ALIGNMENT == 0
+        assert all(len(init.raw_data) < MAPPED_MIN_BYTES for init in graph.initializer if not uses_external_data(init))
+    manifest = json.loads((dynamic_random / "manifest.json").read_text())
+    assert {weights_file(dynamic_random / name).name for name in ONNX_FILES} <= set(manifest["files"])
+
+    model = Pipeline(dynamic_random).model
+    mapped = {line.split()[-1] for line in Path("/proc/self/maps").read_text().splitlines() if line.endswith(".data")}
+    assert {str(weights_file(dynamic_random / name)) for name in ONNX_FILES} <= mapped
+    inline = ort.InferenceSession(onnx.load(dynamic_random / "decoder_model.onnx").SerializeToString(),
+                                  providers=["CPUExecutionProvider"])
+    features = np.random.default_rng(0).standard_normal((1, 80, 3000)).astype(np.float32)
+    states = model.encoder.run(None, {"input_features": features})[0]
+    feed = {"input_ids": np.array([[1, 2, 3]], dtype=np.int64), "encoder_hidden_states": states}
+    np.testing.assert_array_equal(model.decoder.run(["logits"], feed)[0], inline.run(["logits"], feed)[0])
+
+
 def test_accuracy_report_written_and_sane(dynamic_random: Path) -> None:
     report = json.loads((dynamic_random / "accuracy.json").read_text())
     assert report["clips"] == 1
@@ -245,7 +276,12 @@ def test_tiny_en_dynamic_int8_keeps_jfk_word_perfect(tiny_en_dir: Path, jfk_path
     assert report["first_step_top1_agreement"] == 1.0
     segments, _ = Pipeline(out).transcribe(jfk_path, progress=False)
     assert wer(JFK_TEXT, "".join(s.text for s in segments)) == 0.0
-    sizes = {name: (out / name).stat().st_size / (tiny_en_dir / name).stat().st_size for name in ONNX_FILES}
+    from npu_ep.model_folder import weights_file
+
+    def size(path: Path) -> int:  # the graph and its mapped weights
+        return path.stat().st_size + (weights_file(path).stat().st_size if weights_file(path).exists() else 0)
+
+    sizes = {name: size(out / name) / size(tiny_en_dir / name) for name in ONNX_FILES}
     assert all(ratio < 0.6 for ratio in sizes.values()), sizes
 
 

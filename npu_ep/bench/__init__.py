@@ -143,6 +143,7 @@ def run(args: argparse.Namespace) -> int:
         "files": [{"file": path.name, "path": str(path), "audio_seconds": durations[path.name],
                    "reference": references.get(path.name)} for path in files],
         "target_ratios": reports.add_ratios(results),
+        "int8_targets": reports.int8_targets(results),
         "results": results,
         "npu": npu_data,
         "npu_markdown": npu_markdown,

@@ -10,6 +10,12 @@ from npu_ep.bench.engines import STAGES
 BASELINE = "faster-whisper-int8"
 # The headline comparison: our fp32 pipeline against faster-whisper's float32 on the same files.
 TARGET_PAIR = ("ours-fp32", "faster-whisper-fp32")
+# The CPU path's targets against faster-whisper int8, same model, beam and run: (name, what is compared, goal).
+INT8_PAIR = ("ours-int8", "faster-whisper-int8")
+SPEED_TARGET = 1.5  # × faster-whisper's ×realtime, on the whole run and on its longest file
+WER_MARGIN_POINTS = 0.5  # our WER at most faster-whisper's + this
+RSS_MARGIN_MB = 50.0  # our peak RSS at most faster-whisper's + this
+LOAD_TARGET = 1.0  # our model load time at most faster-whisper's × this
 
 
 def _key(summary: dict[str, Any]) -> tuple[str, int]:
@@ -21,6 +27,55 @@ def _speed(results: list[dict[str, Any]], engine: str, key: tuple[str, int]) -> 
         if summary["engine"] == engine and _key(summary) == key and summary["status"] == "ok":
             return summary["x_realtime"]
     return None
+
+
+def _summary(results: list[dict[str, Any]], engine: str, key: tuple[str, int]) -> dict[str, Any] | None:
+    return next((s for s in results if s["engine"] == engine and _key(s) == key and s["status"] == "ok"), None)
+
+
+def _longest_file_speeds(ours: dict[str, Any], theirs: dict[str, Any]) -> tuple[str, float, float] | None:
+    """(file, our ×realtime, theirs) on the longest file both transcribed."""
+    theirs_files = {entry["file"]: entry for entry in theirs["files"]}
+    shared = [entry for entry in ours["files"] if entry["file"] in theirs_files]
+    if not shared:
+        return None
+    longest = max(shared, key=lambda entry: entry["audio_seconds"])
+    other = theirs_files[longest["file"]]
+    return longest["file"], longest["audio_seconds"] / longest["median_seconds"], other["audio_seconds"] / other["median_seconds"]
+
+
+def int8_targets(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each target of ours-int8 against faster-whisper-int8 (same model and beam), measured and whether it is met."""
+    checks = []
+    for key in dict.fromkeys(_key(summary) for summary in results):
+        ours, theirs = (_summary(results, engine, key) for engine in INT8_PAIR)
+        if not (ours and theirs):
+            continue
+
+        def check(target: str, value: float, goal: float, met: bool, detail: str) -> None:
+            checks.append({"model": key[0], "beam_size": key[1], "target": target, "value": value, "goal": goal,
+                           "met": met, "detail": detail})
+
+        speed = ours["x_realtime"] / theirs["x_realtime"]
+        check("speed", speed, SPEED_TARGET, speed >= SPEED_TARGET,
+              f"{ours['x_realtime']:.1f}× vs {theirs['x_realtime']:.1f}× realtime")
+        longest = _longest_file_speeds(ours, theirs)
+        if longest:
+            name, mine, other = longest
+            check("speed, longest file", mine / other, SPEED_TARGET, mine / other >= SPEED_TARGET,
+                  f"{name}: {mine:.1f}× vs {other:.1f}× realtime")
+        if ours["wer"] is not None and theirs["wer"] is not None:
+            excess = ours["wer"] - theirs["wer"]
+            check("WER excess (points)", excess, WER_MARGIN_POINTS, excess <= WER_MARGIN_POINTS,
+                  f"{ours['wer']:.1f} % vs {theirs['wer']:.1f} %")
+        if ours["peak_rss_mb"] is not None and theirs["peak_rss_mb"] is not None:
+            excess = ours["peak_rss_mb"] - theirs["peak_rss_mb"]
+            check("peak RSS excess (MB)", excess, RSS_MARGIN_MB, excess <= RSS_MARGIN_MB,
+                  f"{ours['peak_rss_mb']:.0f} MB vs {theirs['peak_rss_mb']:.0f} MB")
+        load = ours["load_seconds"] / theirs["load_seconds"]
+        check("load time", load, LOAD_TARGET, load <= LOAD_TARGET,
+              f"{ours['load_seconds']:.2f} s vs {theirs['load_seconds']:.2f} s")
+    return checks
 
 
 def add_ratios(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -72,6 +127,15 @@ def markdown(report: dict[str, Any]) -> str:
             f"**{target['ratio']:.2f}×** ({target['ours_x_realtime']:.1f}× vs {target['theirs_x_realtime']:.1f}× "
             "realtime)"
         )
+    if report.get("int8_targets"):
+        lines += ["", f"Targets, {INT8_PAIR[0]} against {INT8_PAIR[1]} (same run):", "",
+                  "| model | beam | target | measured | goal | met | figures |", "|---|---:|---|---:|---|---|---|"]
+    for target in report.get("int8_targets", []):
+        ratio = target["target"] in ("speed", "speed, longest file", "load time")
+        value = f"{target['value']:.2f}×" if ratio else f"{target['value']:+.1f}"
+        goal = (("≥ " if target["target"].startswith("speed") else "≤ ") + f"{target['goal']:g}×") if ratio else f"≤ +{target['goal']:g}"
+        lines.append(f"| {target['model']} | {target['beam_size']} | {target['target']} | {value} | {goal} "
+                     f"| {'yes' if target['met'] else '**no**'} | {target['detail']} |")
     if any(s["engine"] == "ours-emulator" and s["status"] == "ok" for s in report["results"]):
         lines += ["", "ours-emulator is run on the emulated device (numpy stands in for the NPU): its speed is the "
                   "host-side cost of offloading, not an NPU speed."]

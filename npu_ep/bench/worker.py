@@ -17,6 +17,18 @@ from pathlib import Path
 import numpy as np
 
 
+def peak_rss_mb() -> float:
+    """This process's peak resident memory since it started its program, in MB. Linux's VmHWM, not
+    ru_maxrss: ru_maxrss survives exec, so a worker forked from a larger parent would report the parent's."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # no /proc: ru_maxrss, KiB on Linux
+
+
 def main() -> int:
     # Libraries may print to stdout; keep the real stdout for the protocol and send the rest to stderr.
     channel = os.fdopen(os.dup(sys.stdout.fileno()), "w", buffering=1)
@@ -48,8 +60,7 @@ def main() -> int:
     except Exception as error:  # reported to the runner, which notes it and carries on with the others
         send({"error": f"{type(error).__name__}: {error}"})
         raise
-    # ru_maxrss is in KiB on Linux.
-    send({"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024})
+    send({"peak_rss_mb": peak_rss_mb()})
     return 0
 
 

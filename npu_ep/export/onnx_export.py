@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 from npu_ep.errors import NpuEpError
 from npu_ep.export.alignment_heads import add_alignment_output, alignment_heads
-from npu_ep.model_folder import FORMAT, file_records, read_manifest, replace_folder, scratch_prefix
+from npu_ep.model_folder import FORMAT, file_records, map_weights, read_manifest, replace_folder, scratch_prefix
 from npu_ep.paths import models_dir
 from npu_ep.whisper.spec import (CONFIG_FILE, CONFIG_FILES, DECODER_FILE, ENCODER_FILE, ENCODER_HIDDEN_STATES,
                                  ENCODER_OUTPUT, GENERATION_CONFIG_FILE, INPUT_FEATURES, INPUT_IDS, LOGITS, MANIFEST,
@@ -77,6 +77,8 @@ def export_folder(hf_dir: Path, out_dir: Path, name: str, source: dict, build_ke
         bar.update(1)
         bar.set_postfix_str("check vs PyTorch")
         check = compare_with_pytorch(hf_dir, staging)
+        for file in ONNX_FILES:
+            map_weights(staging / file)
         bar.update(1)
         bar.set_postfix_str("manifest")
         manifest = _manifest(staging, name, source, build_key, check, time.perf_counter() - started)

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from npu_ep.errors import NpuEpError
-from npu_ep.model_folder import exclusive, replace_folder
+from npu_ep.model_folder import copy_onnx, exclusive, map_weights, replace_folder
 from npu_ep.quantize import folder as folders
 from npu_ep.quantize.clips import references, split_clips
 from npu_ep.whisper.spec import DECODER_FILE, DECODER_WITH_PAST_FILE, ENCODER_FILE, ModelDims
@@ -124,12 +124,13 @@ def _quantize_files(source: Path, staging: Path, mode: str, feeds: Feeds | None,
     excluded: dict[str, list[str]] = {}
     for name in tqdm(folders.ONNX_FILES, desc=f"quantize ({mode})", unit="file", disable=not progress):
         if name not in files:
-            shutil.copy2(source / name, staging / name)
+            copy_onnx(source / name, staging / name)
             continue
         excluded[name] = matching_nodes(source / name, patterns)
         quantize_file(source / name, staging / name, mode, excluded[name],
                       feeds=None if feeds is None else feeds.by_file[name], method=method, form=form,
                       per_channel=per_channel)
+        map_weights(staging / name)
     return excluded
 
 

@@ -61,7 +61,7 @@ class WhisperOnnx:
         self.n_text_ctx: int = self.dims.n_text_ctx
         self.vocab_size: int = self.dims.n_vocab
         exact = _needs_exact_int8(model_dir, manifest)
-        self.encoder = create_session(model_dir / ENCODER_FILE, device, threads, exact)
+        self.encoder = create_session(model_dir / ENCODER_FILE, device, threads, exact, self.dims.n_audio_head)
         self.decoder = create_session(model_dir / DECODER_FILE, device, threads, exact)
         self.decoder_with_past = create_session(model_dir / DECODER_WITH_PAST_FILE, device, threads, exact)
         presents = [o.name for o in self.decoder.get_outputs() if o.name.startswith(PRESENT)]
