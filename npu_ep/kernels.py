@@ -1,7 +1,7 @@
 """The NPU kernel interface (`kernels/manifest.json`): kernel kinds, designs and built artifacts.
 
-A *design* is a kernel kind (gemm, batched_gemm, softmax, attention) for one data type and device
-family, with its per-core tile sizes and core array. An *artifact* is a design compiled for one
+A *design* is a kernel kind (gemm, batched_gemm, softmax, attention, encoder_layer) for one data
+type and device family, with its per-core tile sizes and core array. An *artifact* is a design compiled for one
 padded problem shape: one xclbin (opened as its own hardware context) and one instruction
 sequence. The designs compile their tile counts into the core programs, as mlir-aie's static
 whole-array GEMM does, so an xclbin serves exactly the shape it was built for. Artifacts are named

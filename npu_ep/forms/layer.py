@@ -49,10 +49,22 @@ class _Walk:
     def __init__(self, index: GraphIndex) -> None:
         self.index, self.members, self.scale = index, [], 1.0
 
+    def initializer(self, name: str) -> str | None:
+        """The initializer `name` is, also through an Identity (the export shares equal initializers
+        that way: a random-weight model's zero biases, its unit norms); the Identity joins the layer."""
+        if name in self.index.constants:
+            return name
+        producer = self.index.producers.get(name)
+        if producer is not None and producer.op_type == "Identity" and producer.input[0] in self.index.constants:
+            self.members.append(producer)
+            return producer.input[0]
+        return None
+
     def const(self, node: onnx.NodeProto) -> tuple[np.ndarray | None, str | None]:
         for name in node.input:
-            if name in self.index.constants:
-                return numpy_helper.to_array(self.index.constants[name]), name
+            source = self.initializer(name)
+            if source is not None:
+                return numpy_helper.to_array(self.index.constants[source]), source
             producer = self.index.producers.get(name)
             if producer is not None and producer.op_type == "Constant":
                 self.members.append(producer)
@@ -173,10 +185,13 @@ class EncoderLayerForm(Form):
         weights = {"q": roles["q"][0].input[1], "k": roles["k"][0].input[1], "v": roles["v"][0].input[1],
                    "o": out_mm.input[1], "fc1": fc1.input[1], "fc2": fc2.input[1]}
         biases = {"q": roles["q"][1], "k": roles["k"][1], "v": roles["v"][1], "o": bias_o, "fc1": bias_1, "fc2": bias_2}
+        norms = tuple(walk.initializer(name) for name in (ln1.input[1], ln1.input[2], ln2.input[1], ln2.input[2]))
+        if None in norms:
+            return None
         members = [ln1, *projections, qk, softmax, av, out_mm, residual1, ln2, fc1, fc2, residual2, *walk.members]
         candidate = LayerCandidate(
             self, residual2, [x, *weights.values()], weight=weights["q"], weight_dims=tuple(index.constants[weights["q"]].dims),
-            weights=weights, biases=biases, norms=(ln1.input[1], ln1.input[2], ln2.input[1], ln2.input[2]),
+            weights=weights, biases=biases, norms=norms,
             epsilons=(attributes(ln1).get("epsilon", 1e-5), attributes(ln2).get("epsilon", 1e-5)),
             q_scale=roles["q"][2], k_scale=roles["k"][2], qk_input=qk.input[0],
             ffn=int(index.constants[fc1.input[1]].dims[-1]))
