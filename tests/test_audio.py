@@ -186,3 +186,51 @@ def test_sample_rates_no_recording_has_are_refused(tmp_path: Path) -> None:
         load_audio(path)
     with pytest.raises(NpuEpError, match=r"audio array: sample rate 0.001 Hz is outside"):
         load_audio(np.zeros(16000, dtype=np.float32), sample_rate=0.001)
+
+
+_DECODE_IN_A_NOISY_APP = r"""
+import logging, os, sys
+import av, av.logging
+from npu_ep.errors import NpuEpError
+from npu_ep.whisper.audio import load_audio
+
+# An application that shows PyAV's logging, and writes to stderr itself while FFmpeg decodes.
+logging.basicConfig()
+av.logging.set_level(av.logging.VERBOSE)
+
+class Resampler:
+    said = False
+
+    def __init__(self, **settings):
+        self.resampler = FFmpegResampler(**settings)
+
+    def resample(self, frame):
+        if not Resampler.said:
+            Resampler.said = True
+            os.write(2, b"the application's own line\n")
+        return self.resampler.resample(frame)
+
+FFmpegResampler, av.AudioResampler = av.AudioResampler, Resampler
+print(len(load_audio(sys.argv[1])))
+try:
+    load_audio(sys.argv[2])
+except NpuEpError as error:
+    print(error)
+"""
+
+
+def test_ffmpeg_is_quiet_but_stderr_stays_open_while_it_decodes(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    good = tmp_path / "tone.m4a"
+    subprocess.run(["ffmpeg", "-v", "error", "-f", "lavfi", "-i", "sine=frequency=440:duration=2", str(good)],
+                   check=True)
+    cut = tmp_path / "cut.m4a"
+    cut.write_bytes(good.read_bytes()[:-4000])  # the index (moov atom) is at the end: FFmpeg logs that it is missing
+    run = subprocess.run([sys.executable, "-c", _DECODE_IN_A_NOISY_APP, str(good), str(cut)], capture_output=True,
+                         timeout=120)
+    out, err = run.stdout.decode().splitlines(), run.stderr.decode()
+    assert run.returncode == 0, err
+    assert abs(int(out[0]) - 2 * SAMPLE_RATE) < SAMPLE_RATE // 10 and "not a readable audio file" in out[1]
+    assert err == "the application's own line\n"

@@ -8,6 +8,7 @@ is decoded whole through PyAV (FFmpeg's decoders), 3.8 MB per minute of audio.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import stat
 import sys
@@ -32,6 +33,7 @@ MAX_FLOAT_PEAK = 4.0
 # memory bomb (a 1 Hz "recording" grows 16000-fold) or a header is lying.
 RATE_RANGE = (1000, 768_000)
 _stderr_lock = threading.Lock()
+log = logging.getLogger(__name__)
 
 
 def display_name(path: str | os.PathLike) -> str:
@@ -40,10 +42,12 @@ def display_name(path: str | os.PathLike) -> str:
 
 
 @contextlib.contextmanager
-def _decoder_quiet() -> Iterator[None]:
-    """Silence file descriptor 2 while a decoder library runs: libmpg123 prints its notes there itself.
+def _libsndfile_quiet() -> Iterator[None]:
+    """Silence file descriptor 2 while libsndfile runs: its libmpg123 prints notes there itself, with no
+    switch to turn them off.
 
-    Whatever another thread writes to fd 2 in that moment is lost too; the decoders' calls are short.
+    Whatever another thread writes to fd 2 in that moment is lost too, so only libsndfile's own calls
+    (opening, reading one block) are wrapped; FFmpeg's logging goes through PyAV's instead.
     """
     with _stderr_lock:
         saved = os.dup(2)
@@ -100,9 +104,13 @@ def _downmix(samples: np.ndarray) -> np.ndarray:
 def _decode_with_av(source, name: str) -> np.ndarray:
     """The first audio stream of `source` (a path or a binary file object) as 16 kHz mono float32."""
     import av
+    import av.logging
 
+    # FFmpeg reports damaged data through its log. PyAV keeps that off the terminal by default; the capture
+    # keeps it off even when the application turned PyAV's logging on, and hands it to ours at debug level.
+    notes = av.logging.Capture()
     try:
-        with av.open(source, metadata_errors="ignore") as container:
+        with notes, av.open(source, metadata_errors="ignore") as container:
             if not container.streams.audio:
                 raise NpuEpError(f"{name}: has no audio stream (give a recording, or a video with sound)")
             stream = container.streams.audio[0]
@@ -115,6 +123,9 @@ def _decode_with_av(source, name: str) -> np.ndarray:
     except av.FFmpegError as error:
         reason = (getattr(error, "strerror", None) or str(error)).rstrip(".")
         raise NpuEpError(f"{name}: not a readable audio file ({reason}; give a recording or a video FFmpeg decodes)") from None
+    finally:
+        for _, origin, message in notes.logs:
+            log.debug("%s: FFmpeg %s: %s", name, origin, message.strip())
     if not pieces:  # FFmpeg guessed a format from the bytes but found no audio in them
         raise NpuEpError(f"{name}: not a readable audio file (no audio frames in it; give a recording or a video "
                          "FFmpeg decodes)")
@@ -206,13 +217,12 @@ class AudioSource:
         except OSError as error:
             raise NpuEpError(f"{name}: cannot read it ({error.strerror or error})") from None
         try:
-            with _decoder_quiet():
+            with _libsndfile_quiet():
                 self._file = soundfile.SoundFile(self._handle)
         except (soundfile.LibsndfileError, RuntimeError, TypeError):  # not a format libsndfile knows
             self._handle.seek(0)
             try:
-                with _decoder_quiet():
-                    samples = _decode_with_av(self._handle, name)
+                samples = _decode_with_av(self._handle, name)
             finally:
                 self.close()
             self._use_samples(samples)
@@ -237,7 +247,7 @@ class AudioSource:
 
     def _read_block(self) -> np.ndarray:
         try:
-            with _decoder_quiet():
+            with _libsndfile_quiet():
                 block = self._file.read(self._block, dtype="float32", always_2d=True)
         except Exception as error:  # libsndfile reports corrupt data mid-stream as assorted errors
             raise NpuEpError(f"{self.name}: the audio data is corrupt ({error})") from None
