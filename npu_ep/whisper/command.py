@@ -123,7 +123,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_transcription_arguments(parser, (*FORMATS, ALL))
     parser.add_argument("--output-dir", type=Path,
                         help="write FILE's stem + .FORMAT here (inputs from several folders keep their folders) "
-                             "instead of printing to stdout; --format all writes every format")
+                             "instead of printing to stdout, where txt, srt, vtt and tsv come segment by segment as "
+                             "they are decoded and json once each file is done; --format all writes every format")
     subtitles = parser.add_argument_group("word-level subtitles (srt, vtt; need --word-timestamps True)")
     subtitles.add_argument("--highlight-words", "--highlight_words", type=_boolean, nargs="?", const=True, default=False,
                            metavar="VALUE", help="one cue per word, the word underlined (default: False)")
@@ -189,7 +190,7 @@ def subtitle_options(args: argparse.Namespace, options: DecodeOptions):
 
 def run(args: argparse.Namespace) -> int:
     from npu_ep.whisper.audio import display_name
-    from npu_ep.whisper.formats import render
+    from npu_ep.whisper.formats import render, render_iter
     from npu_ep.whisper.pipeline import Pipeline
 
     options = DecodeOptions(**decoding_options(args))
@@ -213,17 +214,13 @@ def run(args: argparse.Namespace) -> int:
     for file in args.files:
         try:
             stream, info = pipeline.transcribe_iter(file, options, progress=not args.quiet)
-            if args.output_dir is None and args.format == "txt":
-                # Text on stdout: each segment as soon as it is decoded.
-                for segment in stream:
-                    sys.stdout.write(render([segment], info, "txt"))
+            if args.output_dir is None:
+                # On stdout, each line or cue as soon as its segment is decoded (json once the file is done).
+                for piece in render_iter(stream, info, args.format, subtitles):
+                    sys.stdout.write(piece)
                     sys.stdout.flush()
                 continue
             segments = list(stream)
-            if args.output_dir is None:
-                sys.stdout.write(render(segments, info, args.format, subtitles))
-                sys.stdout.flush()
-                continue
             for fmt in formats:
                 target = names[file].with_name(f"{names[file].name}.{fmt}")
                 try:

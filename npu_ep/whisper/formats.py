@@ -6,10 +6,11 @@ starts a new cue), and with `highlight_words` one cue per word with that word un
 """
 from __future__ import annotations
 
+import itertools
 import json
 import re
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING, Iterable, Iterator
 
 if TYPE_CHECKING:  # the CLI reads FORMATS for --help without loading the pipeline
     from npu_ep.whisper.pipeline import Segment, TranscriptionInfo
@@ -39,25 +40,24 @@ def transcript_text(segments: list[Segment]) -> str:
     return " ".join(segment.text.strip() for segment in segments)
 
 
-def _word_cues(segments: list[Segment], options: SubtitleOptions) -> Iterator[list[tuple[float, float, str]]]:
-    """Cues as lists of (start, end, text) words, a line break written into a word's text as "\\n"."""
+def _word_cues(segments: Iterable[Segment], options: SubtitleOptions) -> Iterator[list[tuple[float, float, str]]]:
+    """Cues as lists of (start, end, text) words, a line break written into a word's text as "\\n"; each
+    cue as soon as its last word is known (at the end of its segment when cues keep to the segments)."""
     # Without both limits, cues keep to the segments.
     keep_segments = options.max_line_width is None or options.max_line_count is None
     width = options.max_line_width if options.max_line_width is not None else 1000
     cue: list[tuple[float, float, str]] = []
     line_length, line_count = 0, 1
-    last = segments[0].words[0].start if segments and segments[0].words else 0.0
+    last = 0.0
     for segment in segments:
-        for i, word in enumerate(segment.words or []):
+        for word in segment.words or []:
             text = word.word
             long_pause = not keep_segments and word.start - last > _LONG_PAUSE
-            segment_break = keep_segments and i == 0 and bool(cue)
-            if line_length > 0 and line_length + len(text) <= width and not long_pause and not segment_break:
+            if line_length > 0 and line_length + len(text) <= width and not long_pause:
                 line_length += len(text)
             else:
                 text = text.strip()
-                if cue and (segment_break or (options.max_line_count is not None
-                                              and (long_pause or line_count >= options.max_line_count))):
+                if cue and options.max_line_count is not None and (long_pause or line_count >= options.max_line_count):
                     yield cue
                     cue, line_count = [], 1
                 elif line_length > 0:
@@ -66,13 +66,22 @@ def _word_cues(segments: list[Segment], options: SubtitleOptions) -> Iterator[li
                 line_length = len(text.strip())
             cue.append((word.start, word.end, text))
             last = word.start
+        if keep_segments and cue:
+            yield cue
+            cue, line_length, line_count = [], 0, 1
     if cue:
         yield cue
 
 
-def _cues(segments: list[Segment], options: SubtitleOptions) -> Iterator[tuple[float, float, str]]:
-    """(start, end, text) of each subtitle cue."""
-    if not any(segment.words for segment in segments):
+def _cues(segments: Iterable[Segment], options: SubtitleOptions) -> Iterator[tuple[float, float, str]]:
+    """(start, end, text) of each subtitle cue, as the segments arrive: one per segment, or cut at word
+    times when the segments have words (the first segment tells)."""
+    segments = iter(segments)
+    first = next(segments, None)
+    if first is None:
+        return
+    segments = itertools.chain([first], segments)
+    if first.words is None:
         for segment in segments:
             yield segment.start, segment.end, segment.text.strip().replace("-->", "->")
         return
@@ -91,25 +100,27 @@ def _cues(segments: list[Segment], options: SubtitleOptions) -> Iterator[tuple[f
             last = end
 
 
-def render(segments: list[Segment], info: TranscriptionInfo, fmt: str, subtitles: SubtitleOptions = SubtitleOptions()) -> str:
-    """The transcript in `fmt` (one of FORMATS), ending with a newline."""
+def render_iter(segments: Iterable[Segment], info: TranscriptionInfo, fmt: str,
+                subtitles: SubtitleOptions = SubtitleOptions()) -> Iterator[str]:
+    """The transcript in `fmt` (one of FORMATS) in pieces, each as soon as the segments it needs have come
+    from `segments` (an iterator of them streams); json, one document, comes once they all have."""
     if fmt == "txt":
-        return "".join(f"{segment.text.strip()}\n" for segment in segments)
-    if fmt == "srt":
-        return "\n".join(
-            f"{i}\n{_clock(start, ',')} --> {_clock(end, ',')}\n{text}\n"
-            for i, (start, end, text) in enumerate(_cues(segments, subtitles), 1)
-        )
-    if fmt == "vtt":
-        cues = "".join(f"{_clock(start, '.')} --> {_clock(end, '.')}\n{text}\n\n" for start, end, text in _cues(segments, subtitles))
-        return f"WEBVTT\n\n{cues}"
-    if fmt == "tsv":
+        for segment in segments:
+            yield f"{segment.text.strip()}\n"
+    elif fmt == "srt":
+        for i, (start, end, text) in enumerate(_cues(segments, subtitles), 1):
+            yield f"{'' if i == 1 else chr(10)}{i}\n{_clock(start, ',')} --> {_clock(end, ',')}\n{text}\n"
+    elif fmt == "vtt":
+        yield "WEBVTT\n\n"
+        for start, end, text in _cues(segments, subtitles):
+            yield f"{_clock(start, '.')} --> {_clock(end, '.')}\n{text}\n\n"
+    elif fmt == "tsv":
         # openai/whisper's columns: integer milliseconds, text without tabs.
-        rows = "".join(
-            f"{round(1000 * s.start)}\t{round(1000 * s.end)}\t{s.text.strip().replace(chr(9), ' ')}\n" for s in segments
-        )
-        return f"start\tend\ttext\n{rows}"
-    if fmt == "json":
+        yield "start\tend\ttext\n"
+        for s in segments:
+            yield f"{round(1000 * s.start)}\t{round(1000 * s.end)}\t{s.text.strip().replace(chr(9), ' ')}\n"
+    elif fmt == "json":
+        segments = list(segments)
         document = {
             "text": transcript_text(segments),
             # "words" only with word timestamps, as openai/whisper writes it.
@@ -120,5 +131,12 @@ def render(segments: list[Segment], info: TranscriptionInfo, fmt: str, subtitles
             **{key: value for key, value in asdict(info).items() if key != "timing"},
             "timing": {key: round(value, 4) for key, value in asdict(info.timing).items()},
         }
-        return json.dumps(document, indent=2, ensure_ascii=False) + "\n"
-    raise ValueError(f"unknown format {fmt!r}")
+        yield json.dumps(document, indent=2, ensure_ascii=False) + "\n"
+    else:
+        raise ValueError(f"unknown format {fmt!r}")
+
+
+def render(segments: Iterable[Segment], info: TranscriptionInfo, fmt: str,
+           subtitles: SubtitleOptions = SubtitleOptions()) -> str:
+    """The transcript in `fmt` (one of FORMATS), ending with a newline."""
+    return "".join(render_iter(segments, info, fmt, subtitles))
