@@ -101,3 +101,23 @@ def test_folder_without_alignment_output_says_so(tiny_en_dir: Path, jfk_path: Pa
     with pytest.raises(NpuEpError, match="re-export it with: npu-ep") as caught:
         pipeline.transcribe(jfk_path, word_timestamps=True)
     assert str(old) in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_hallucination_silence_threshold_drops_text_made_up_in_a_long_silence(tiny_en_dir: Path, jfk_path: Path) -> None:
+    from npu_ep.whisper.audio import SAMPLE_RATE, load_audio
+
+    speech = load_audio(jfk_path)
+    room = np.random.default_rng(0).normal(0, 2e-3, 60 * SAMPLE_RATE).astype(np.float32)  # a quiet room, 11-71 s
+    clip = np.concatenate([speech, room, speech])
+    pipeline = npu_ep.Pipeline(tiny_en_dir, threads=2)
+    # Without the no-speech rule, tiny.en writes a word into the room's noise (" you", probability 0.02).
+    options = dict(word_timestamps=True, no_speech_threshold=None)
+    plain, _ = pipeline.transcribe(clip, **options)
+    made_up = [s for s in plain if 12.0 < s.start and s.end < 70.0]
+    assert made_up, [(s.start, s.text) for s in plain]
+    checked, _ = pipeline.transcribe(clip, **options, hallucination_silence_threshold=2.0)
+    assert not [s for s in checked if 12.0 < s.start and s.end < 70.0], [(s.start, s.text) for s in checked]
+    # The speech on both sides stays.
+    assert [s.text for s in checked if s.end < 12.0] == [s.text for s in plain if s.end < 12.0]
+    second = " ".join(s.text for s in checked if s.start > 70.0)
+    assert "your country" in second, [(s.start, s.text) for s in checked]
