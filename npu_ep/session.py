@@ -112,6 +112,7 @@ def create_session(onnx_path: str | Path, device: str = "cpu", threads: int | No
     # The arena keeps every peak a new prompt length or fallback batch asks for, so peak memory grows
     # over long audio; without it, it stays nearly flat at the same speed (docs/measurements.md).
     options.enable_cpu_mem_arena = False
+    _return_large_buffers()
     threads = intra_op_threads(threads)
     if threads:
         options.intra_op_num_threads = threads
@@ -155,6 +156,25 @@ def create_session(onnx_path: str | Path, device: str = "cpu", threads: int | No
     summary = json.loads({p.key: p.value for p in model.metadata_props}.get("npu_ep.partition", "{}"))
     backend.warm_up(summary.get("artifacts", []))
     return session
+
+
+# Without the arena, ONNX Runtime's tensors come from malloc. glibc raises its mmap threshold to the size of
+# each mapped block freed (up to 32 MB), so after the first pass the encoder's multi-MB activations and the
+# opening pass's logits land on the heap, whose freed space is kept and fragments: peak memory creeps up
+# window by window. A fixed threshold keeps blocks this large mapped, returned to the system when freed.
+MMAP_THRESHOLD_BYTES = 8 << 20
+_M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter
+
+
+@functools.cache
+def _return_large_buffers() -> None:
+    import ctypes
+
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (AttributeError, OSError):  # not glibc: its allocator has its own policy
+        return
+    mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES)
 
 
 def _buildable(device: str) -> set[str] | None:

@@ -41,10 +41,12 @@ class WhisperTokenizer:
         self.translate = task_to_id.get("translate") or special(SPECIAL_TOKENS["translate"])
         vocab_size = json.loads((model_dir / "config.json").read_text())["vocab_size"]
         self.multilingual = bool(generation.get("is_multilingual", is_multilingual(vocab_size)))
+        # Language tokens sit between <|startoftranscript|> and <|translate|>: look up those ids only (the
+        # whole vocabulary as a dict costs a tenth of a second of every model load).
         lang_to_id = generation.get("lang_to_id") or {
             token: token_id
-            for token, token_id in self._tokenizer.get_vocab(with_added_tokens=True).items()
-            if self.sot < token_id < self.translate and LANGUAGE_TOKEN.match(token)
+            for token_id in range(self.sot + 1, self.translate)
+            if (token := self._tokenizer.id_to_token(token_id)) is not None and LANGUAGE_TOKEN.match(token)
         }
         self.languages = {token[2:-2]: token_id for token, token_id in sorted(lang_to_id.items(), key=lambda kv: kv[1])}
         # Decoding rules of the checkpoint: never-sampled tokens (symbols, speaker tags), tokens barred as the
