@@ -120,6 +120,7 @@ def test_accuracy_report_written_and_sane(dynamic_random: Path) -> None:
     report = json.loads((dynamic_random / "accuracy.json").read_text())
     assert report["clips"] == 1
     assert 0.9 < report["encoder_cosine_min"] <= 1.0 + 1e-9
+    assert 0.9 < report["encoder_cosine_as_transcribed_min"] <= 1.0 + 1e-9
     assert 0.0 < report["encoder_max_abs_diff"] < 1.0
     assert 0.0 <= report["top1_match_rate"] <= 1.0
     assert report["per_clip"][0]["reference"] is None  # jfk has no references.json beside it: float text is the reference
