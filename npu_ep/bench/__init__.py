@@ -2,6 +2,7 @@
 
     npu-ep bench --suite default
     npu-ep bench clip.wav other.flac --refs refs.json --models tiny.en,base --beam-size 1,5
+    npu-ep bench --suite long --engines ours-int8-batched,faster-whisper-int8-batched --batch-size 8
 """
 from __future__ import annotations
 
@@ -22,10 +23,13 @@ DEFAULT_ENGINES = "ours-fp32,ours-int8,ours-emulator,faster-whisper-int8,faster-
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("files", nargs="*", type=Path, metavar="FILE", help="audio files to transcribe")
-    parser.add_argument("--suite", help="a built-in set of clips with references instead of FILEs: default")
+    parser.add_argument("--suite", help="a built-in set of clips with references instead of FILEs: default, or long "
+                        "(over ten minutes of speech in one recording, for the batched engines)")
     parser.add_argument("--models", default="tiny.en", help="comma-separated model names or folders (default: tiny.en)")
     parser.add_argument("--engines", default=DEFAULT_ENGINES, help=f"comma-separated engines (default: {DEFAULT_ENGINES})")
     parser.add_argument("--beam-size", default="1", help="comma-separated beam sizes, 1 = greedy (default: 1)")
+    parser.add_argument("--batch-size", type=int, default=8,
+                        help="windows decoded together by the *-batched engines (default: 8, faster-whisper's)")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="CPU threads for every engine (default: all cores)")
     parser.add_argument("--repeat", type=int, default=3, help="timed rounds after one warm-up; the median is shown (default: 3)")
     parser.add_argument("--refs", type=Path, help="JSON file mapping audio file name -> reference transcript (for WER)")
@@ -121,6 +125,9 @@ def run(args: argparse.Namespace) -> int:
         raise NpuEpError(f"--beam-size {args.beam_size}: beam sizes must be 1 or more")
     if args.repeat < 1 or args.threads < 1:
         raise NpuEpError("--repeat and --threads must be 1 or more")
+    from npu_ep.whisper.decoding import DecodeOptions
+
+    DecodeOptions(batch_size=args.batch_size)  # a bad --batch-size is a one-line error before any work
     files, references = _inputs(args)
     try:
         args.out.mkdir(parents=True, exist_ok=True)
@@ -129,14 +136,15 @@ def run(args: argparse.Namespace) -> int:
 
     models = _models(args.models)
     shapes = _shapes(args.shapes)
-    runs, machine = measure(files, models, engines, beam_sizes, args.threads, args.repeat, args.out / "logs")
+    runs, machine = measure(files, models, engines, beam_sizes, args.threads, args.repeat, args.out / "logs",
+                            args.batch_size)
     durations = machine.pop("durations")
     results = [summarize(one, durations, references) for one in runs]
     npu_markdown, npu_data = _npu_section(models, shapes)
     report = {
         "settings": {
             "models": {name: str(path) for name, path in models.items()}, "engines": engines,
-            "beam_sizes": beam_sizes, "threads": args.threads, "repeat": args.repeat,
+            "beam_sizes": beam_sizes, "batch_size": args.batch_size, "threads": args.threads, "repeat": args.repeat,
             "suite": args.suite, "references": bool(references),
         },
         "machine": {**machine, "cpu": cpu().as_dict(), "platform": platform.platform(), "python": platform.python_version()},

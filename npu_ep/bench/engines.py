@@ -32,6 +32,7 @@ class Engine:
 
     name = ""
     description = ""
+    batch_size = 1  # windows decoded together by a batched engine (the worker sets it from --batch-size)
 
     def locate(self, model: str, fp32_dir: Path) -> Path:
         """The folder this engine loads for `model` (whose exported fp32 folder is `fp32_dir`)."""
@@ -55,8 +56,9 @@ def _require_module(module: str, install: str) -> None:
 class OursEngine(Engine):
     """npu_ep's own pipeline on a model folder and a device."""
 
-    def __init__(self, name: str, device: str, quantization: str | None, description: str) -> None:
+    def __init__(self, name: str, device: str, quantization: str | None, description: str, batched: bool = False) -> None:
         self.name, self.device, self.quantization, self.description = name, device, quantization, description
+        self.batched = batched
         self.pipeline: Any = None
 
     def locate(self, model: str, fp32_dir: Path) -> Path:
@@ -86,8 +88,11 @@ class OursEngine(Engine):
         self.pipeline = Pipeline(source, device=self.device, threads=threads)
 
     def transcribe(self, audio: np.ndarray, beam_size: int) -> tuple[str, dict[str, float]]:
+        # Batched: VAD chunks joined up to 30 s, as faster-whisper's BatchedInferencePipeline decodes them.
+        batched = {"batch_size": self.batch_size, "vad_filter": True} if self.batched else {}
         segments, info = self.pipeline.transcribe(
             audio,
+            **batched,
             beam_size=beam_size,
             condition_on_previous_text=True,
             temperature=TEMPERATURES,
@@ -103,10 +108,12 @@ class OursEngine(Engine):
 class FasterWhisperEngine(Engine):
     """faster-whisper (CTranslate2) on the same CTranslate2 weights our export converts."""
 
-    def __init__(self, compute_type: str) -> None:
+    def __init__(self, compute_type: str, batched: bool = False) -> None:
         self.compute_type = compute_type
-        self.name = f"faster-whisper-{'fp32' if compute_type == 'float32' else compute_type}"
-        self.description = f"faster-whisper, CTranslate2 compute_type={compute_type}"
+        self.batched = batched
+        self.name = f"faster-whisper-{'fp32' if compute_type == 'float32' else compute_type}{'-batched' if batched else ''}"
+        self.description = (f"faster-whisper{' BatchedInferencePipeline' if batched else ''}, CTranslate2 "
+                            f"compute_type={compute_type}")
         self.model: Any = None
 
     def locate(self, model: str, fp32_dir: Path) -> Path:
@@ -119,8 +126,15 @@ class FasterWhisperEngine(Engine):
         self.model = WhisperModel(
             str(source), device="cpu", compute_type=self.compute_type, cpu_threads=threads, num_workers=1
         )
+        if self.batched:
+            from faster_whisper import BatchedInferencePipeline
+
+            self.model = BatchedInferencePipeline(self.model)
 
     def transcribe(self, audio: np.ndarray, beam_size: int) -> tuple[str, dict[str, float]]:
+        if self.batched:  # its own defaults (VAD chunks up to 30 s, text without timestamps) but the beam
+            segments, _ = self.model.transcribe(audio, batch_size=self.batch_size, beam_size=beam_size, log_progress=False)
+            return transcript_text(list(segments)), {}
         segments, _ = self.model.transcribe(
             audio,
             beam_size=beam_size,
@@ -210,5 +224,9 @@ ENGINES: dict[str, Engine] = {
         FasterWhisperEngine("int8"),
         FasterWhisperEngine("float32"),
         OptimumEngine(),
+        OursEngine("ours-int8-batched", "cpu", "dynamic", "npu_ep pipeline, dynamic INT8 model, batched VAD chunks", True),
+        OursEngine("ours-fp32-batched", "cpu", None, "npu_ep pipeline, fp32 model, batched VAD chunks", True),
+        FasterWhisperEngine("int8", batched=True),
+        FasterWhisperEngine("float32", batched=True),
     )
 }

@@ -35,14 +35,15 @@ class WorkerFailed(Exception):
 class Worker:
     """A running `npu_ep.bench.worker` process with one engine loaded."""
 
-    def __init__(self, engine: str, source: Path, threads: int, log: IO[str]) -> None:
+    def __init__(self, engine: str, source: Path, threads: int, log: IO[str], batch_size: int = 1) -> None:
         env = dict(os.environ, OMP_NUM_THREADS=str(threads))
         self.log = log
         self.process = subprocess.Popen(
             [sys.executable, "-m", "npu_ep.bench.worker"],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, text=True, bufsize=1, env=env,
         )
-        self.load_seconds = self._ask({"engine": engine, "source": str(source), "threads": threads})["load_seconds"]
+        spec = {"engine": engine, "source": str(source), "threads": threads, "batch_size": batch_size}
+        self.load_seconds = self._ask(spec)["load_seconds"]
 
     def _ask(self, message: dict | None) -> dict:
         try:
@@ -115,8 +116,10 @@ def measure(
     threads: int,
     repeat: int,
     log_dir: Path,
+    batch_size: int = 1,
 ) -> tuple[list[Run], dict[str, Any]]:
-    """Run every engine on every model (fp32 folders in `models`) over `files`; return runs and run facts."""
+    """Run every engine on every model (fp32 folders in `models`) over `files`; return runs and run facts.
+    `batch_size`: windows per batch of the batched engines."""
     from npu_ep.whisper.audio import SAMPLE_RATE, load_audio
 
     log_dir.mkdir(parents=True, exist_ok=True)
@@ -135,7 +138,8 @@ def measure(
         facts["durations"] = durations
         # One model at a time: its engines interleave, and only one model's workers hold memory.
         for model, fp32_dir in models.items():
-            runs += _measure_model(model, fp32_dir, list(zip(files, decoded)), engines, beam_sizes, threads, repeat, log_dir)
+            runs += _measure_model(model, fp32_dir, list(zip(files, decoded)), engines, beam_sizes, threads, repeat, log_dir,
+                                   batch_size)
 
     wall = time.perf_counter() - wall_start
     busy_end = _cpu_busy_seconds()
@@ -157,6 +161,7 @@ def _measure_model(
     threads: int,
     repeat: int,
     log_dir: Path,
+    batch_size: int,
 ) -> list[Run]:
     runs: list[Run] = []
     workers: list[tuple[Worker, list[Run]]] = []
@@ -172,7 +177,7 @@ def _measure_model(
             logger.info("loading %s on %s (%s)", engine, model, source)
             log = open(log_dir / f"{engine}-{model}.log", "w")
             try:
-                worker = Worker(engine, source, threads, log)
+                worker = Worker(engine, source, threads, log, batch_size)
             except WorkerFailed as error:
                 log.close()
                 _mark(group, "failed", f"{error} (log: {log.name})")

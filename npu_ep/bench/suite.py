@@ -1,8 +1,10 @@
 """Built-in bench suites: clips made offline from the speech shipped in `samples/`, with references.
 
 The default suite holds every shipped clip as it is, a long-form concatenation (> 60 s), one clip
-with white noise at a fixed seed, and near-silence with an empty reference. It is written once
-into the cache folder and rebuilt only when the shipped clips change or the cached copy is damaged.
+with white noise at a fixed seed, and near-silence with an empty reference. The long suite is one
+recording of over ten minutes: paragraphs spoken by espeak-ng in several voices and rates, the shipped
+clips between them, with pauses (for batched long-form decoding). A suite is written once into the
+cache folder and rebuilt only when what it is made from changes or the cached copy is damaged.
 """
 from __future__ import annotations
 
@@ -17,7 +19,7 @@ from npu_ep.metrics import REFERENCES_FILE, load_references
 from npu_ep.paths import SAMPLES_DIR, cache_dir
 from npu_ep.whisper.audio import SAMPLE_RATE
 
-SUITES = ("default",)
+SUITES = ("default", "long")
 # Bump when the recipe below changes, so cached suites are rebuilt.
 RECIPE_VERSION = 1
 LONG_MIN_SECONDS = 60.0
@@ -25,6 +27,10 @@ GAP_SECONDS = 1.0
 NOISE_SNR_DB = 10.0
 SILENCE_SECONDS = 10.0
 SEED = 1234
+LONG_SUITE_MIN_SECONDS = 600.0
+# espeak-ng voice and words per minute of each pass over the paragraphs, until the recording is long enough.
+VOICES = (("en-us", 160), ("en-gb", 150), ("en-us", 180), ("en-gb-x-rp", 165))
+PAUSE_SECONDS = (0.6, 1.2, 2.5)  # between pieces, in turn: short pauses and longer ones
 # In the suite's cache folder: the stamp of the clips it was built from, and its references.
 SUITE_FILE = "suite.json"
 
@@ -43,10 +49,11 @@ def build_suite(name: str, samples_dir: Path = SAMPLES_DIR, root: Path | None = 
             raise NpuEpError(f"{clip}: listed in {references_path} but missing (restore it from the repository)")
 
     folder = (root or cache_dir() / "bench") / name
-    stamp = _stamp([references_path, *clips])
+    stamp = _stamp([references_path, *clips], name)
     references = _cached(folder, stamp)
     if references is None:
-        references = _rebuild(folder, stamp, clips, [shipped[clip.name] for clip in clips])
+        write = _write_long if name == "long" else _write_default
+        references = _rebuild(folder, stamp, clips, [shipped[clip.name] for clip in clips], write)
     return [folder / file for file in references], references
 
 
@@ -62,20 +69,24 @@ def _cached(folder: Path, stamp: str) -> dict[str, str] | None:
     return references if intact else None
 
 
-def _rebuild(folder: Path, stamp: str, clips: list[Path], texts: list[str]) -> dict[str, str]:
+def _rebuild(folder: Path, stamp: str, clips: list[Path], texts: list[str], write) -> dict[str, str]:
     stamp_path = folder / SUITE_FILE
     # The stamp goes first and comes back last, through a rename, so an interrupted build is never taken as done.
     stamp_path.unlink(missing_ok=True)
     folder.mkdir(parents=True, exist_ok=True)
-    references = _write_default(folder, clips, texts)
+    references = write(folder, clips, texts)
     partial = stamp_path.with_name(f"{SUITE_FILE}.partial")
     partial.write_text(json.dumps({"stamp": stamp, "references": references}, indent=1))
     partial.replace(stamp_path)
     return references
 
 
-def _stamp(paths: list[Path]) -> str:
+def _stamp(paths: list[Path], name: str) -> str:
     digest = hashlib.sha256(str(RECIPE_VERSION).encode())
+    if name == "long":
+        from npu_ep.bench.paragraphs import PARAGRAPHS
+
+        digest.update(json.dumps([PARAGRAPHS, VOICES, PAUSE_SECONDS, LONG_SUITE_MIN_SECONDS]).encode())
     for path in paths:
         digest.update(path.name.encode())
         digest.update(path.read_bytes())
@@ -117,3 +128,44 @@ def _write_default(folder: Path, clips: list[Path], texts: list[str]) -> dict[st
     # Faint room noise rather than digital zeros: a transcriber must say nothing.
     write("silence.wav", 1e-4 * rng.standard_normal(int(SILENCE_SECONDS * SAMPLE_RATE)), "")
     return references
+
+
+def _spoken(text: str, voice: str, rate: int) -> np.ndarray:
+    """`text` said by espeak-ng, as 16 kHz mono float32."""
+    import shutil
+    import subprocess
+    import tempfile
+
+    from npu_ep.whisper.audio import load_audio
+
+    if shutil.which("espeak-ng") is None:
+        raise NpuEpError("--suite long speaks its paragraphs with espeak-ng, which is not installed "
+                         "(install it: sudo apt-get install espeak-ng)")
+    with tempfile.TemporaryDirectory() as scratch:
+        path = Path(scratch) / "speech.wav"
+        subprocess.run(["espeak-ng", "-v", voice, "-s", str(rate), "-w", str(path), text], check=True, capture_output=True)
+        return load_audio(path)
+
+
+def _write_long(folder: Path, clips: list[Path], texts: list[str]) -> dict[str, str]:
+    import soundfile as sf
+
+    from npu_ep.bench.paragraphs import PARAGRAPHS
+    from npu_ep.whisper.audio import load_audio
+
+    shipped = [(load_audio(clip), text) for clip, text in zip(clips, texts)]
+    pieces, words, samples = [], [], 0
+    for voice, rate in VOICES:
+        for index, paragraph in enumerate(PARAGRAPHS):
+            said = [(_spoken(paragraph, voice, rate), paragraph)]
+            if index % 3 == 2:  # a shipped clip every third paragraph
+                said.append(shipped[(index // 3) % len(shipped)])
+            for audio, text in said:
+                pause = np.zeros(int(PAUSE_SECONDS[len(pieces) % len(PAUSE_SECONDS)] * SAMPLE_RATE), np.float32)
+                pieces += [audio, pause]
+                words.append(text)
+                samples += len(audio) + len(pause)
+        if samples >= LONG_SUITE_MIN_SECONDS * SAMPLE_RATE:
+            break
+    sf.write(folder / "long-speech.wav", np.concatenate(pieces), SAMPLE_RATE, subtype="FLOAT")
+    return {"long-speech.wav": " ".join(words)}

@@ -1,6 +1,6 @@
 """One engine in its own process, driven by the runner through a pipe (JSON lines).
 
-Protocol: the first stdin line is {"engine", "source", "threads"}; the worker loads the engine and
+Protocol: the first stdin line is {"engine", "source", "threads", "batch_size"}; the worker loads the engine and
 answers {"load_seconds"}. Each further line {"audio": .npy path, "beam_size"} is answered with
 {"seconds", "cpu_seconds", "text", "stages"}. On end of input it answers {"peak_rss_mb"} and exits. Any failure
 is answered with {"error"}. Owning its process gives each engine its own peak-memory figure.
@@ -42,6 +42,7 @@ def main() -> int:
 
         spec = json.loads(sys.stdin.readline())
         engine = ENGINES[spec["engine"]]
+        engine.batch_size = int(spec.get("batch_size", 1))
         start = time.perf_counter()
         engine.load(Path(spec["source"]), int(spec["threads"]))
         send({"load_seconds": time.perf_counter() - start})

@@ -116,6 +116,9 @@ def add_transcription_arguments(parser: argparse.ArgumentParser, formats: tuple[
                        help="transcribe only the speech Silero VAD finds (default: False)")
     _option(group, "vad_parameters", 'VAD options as JSON, e.g. {"min_silence_duration_ms": 500} (default: faster-whisper\'s)',
             type=_json_object)
+    _option(group, "batch_size", "windows encoded and decoded together; above 1, windows are fixed 30 s steps (VAD "
+            "chunks with --vad), decoded without the text before them, one segment each, and the windows of several "
+            "files share batches", type=int)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -211,6 +214,39 @@ def run(args: argparse.Namespace) -> int:
     pipeline = Pipeline(args.model, args.device, args.threads)
     pipeline.check(options)  # once, not once per file
     failed = 0
+
+    def write(file: str, segments: list, info) -> None:
+        if args.output_dir is None:
+            sys.stdout.write(render(segments, info, args.format, subtitles))
+            sys.stdout.flush()
+            return
+        for fmt in formats:
+            target = names[file].with_name(f"{names[file].name}.{fmt}")
+            try:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_text(render(segments, info, fmt, subtitles), encoding="utf-8")
+            except OSError as error:
+                raise NpuEpError(
+                    f"{display_name(target)}: cannot write the transcript of {display_name(file)} ({error.strerror or error}; "
+                    "choose another --output-dir)"
+                ) from None
+        if not args.quiet:
+            print(
+                f"npu-ep: {display_name(file)} -> {display_name(target)} ({info.duration:.1f} s of audio, {info.timing.realtime:.1f}x realtime)",
+                file=sys.stderr,
+            )
+
+    if options.batch_size > 1 and len(args.files) > 1:
+        # The files' windows share batches: each file is written once all its windows are decoded.
+        for result in pipeline.transcribe_many(args.files, options):
+            try:
+                if result.error is not None:
+                    raise result.error
+                write(result.audio, result.segments, result.info)
+            except NpuEpError as error:
+                print(f"npu-ep: error: {error}", file=sys.stderr)
+                failed += 1
+        return 2 if failed else 0
     for file in args.files:
         try:
             stream, info = pipeline.transcribe_iter(file, options, progress=not args.quiet)
@@ -220,22 +256,7 @@ def run(args: argparse.Namespace) -> int:
                     sys.stdout.write(piece)
                     sys.stdout.flush()
                 continue
-            segments = list(stream)
-            for fmt in formats:
-                target = names[file].with_name(f"{names[file].name}.{fmt}")
-                try:
-                    target.parent.mkdir(parents=True, exist_ok=True)
-                    target.write_text(render(segments, info, fmt, subtitles), encoding="utf-8")
-                except OSError as error:
-                    raise NpuEpError(
-                        f"{display_name(target)}: cannot write the transcript of {display_name(file)} ({error.strerror or error}; "
-                        "choose another --output-dir)"
-                    ) from None
-            if not args.quiet:
-                print(
-                    f"npu-ep: {display_name(file)} -> {display_name(target)} ({info.duration:.1f} s of audio, {info.timing.realtime:.1f}x realtime)",
-                    file=sys.stderr,
-                )
+            write(file, list(stream), info)
         except NpuEpError as error:
             print(f"npu-ep: error: {error}", file=sys.stderr)
             failed += 1

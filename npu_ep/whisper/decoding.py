@@ -15,14 +15,14 @@
 from __future__ import annotations
 
 import zlib
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from typing import Sequence
 
 import numpy as np
 
 from npu_ep.errors import NpuEpError
 from npu_ep.whisper.alignment import APPEND_PUNCTUATIONS, PREPEND_PUNCTUATIONS
-from npu_ep.whisper.model import DecoderState, WhisperOnnx
+from npu_ep.whisper.model import DecoderState, WhisperOnnx, window_states
 from npu_ep.whisper.tokenizer import WhisperTokenizer
 from npu_ep.whisper.vad import VadOptions
 
@@ -30,6 +30,8 @@ TEMPERATURES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
 TIMESTAMP_SECONDS = 0.02
 # Beams or samples decoded side by side: each holds its own key/value cache, so memory grows with it.
 MAX_CANDIDATES = 64
+# Windows decoded side by side in batched mode; each holds its encoder states and caches.
+MAX_BATCH = 64
 _NEG_INF = np.float32(-np.inf)
 
 
@@ -74,6 +76,10 @@ class DecodeOptions:
             around text that looks made up (unlikely, very short or very long words).
         vad_filter: transcribe only the speech Silero VAD finds (times stay those of the whole audio).
         vad_parameters: `VadOptions` (or a dict of its fields) for `vad_filter`; None: the defaults.
+        batch_size: windows encoded and decoded together. Above 1 (batched mode) the windows are fixed
+            beforehand (VAD chunks joined up to 30 s with `vad_filter`, else 30 s steps) and decoded
+            independently: each is prompted by `initial_prompt` and `hotwords` only, never by the text
+            before it, as faster-whisper's BatchedInferencePipeline does.
     """
 
     language: str | None = None
@@ -104,6 +110,7 @@ class DecodeOptions:
     hallucination_silence_threshold: float | None = None
     vad_filter: bool = False
     vad_parameters: VadOptions | dict | None = None
+    batch_size: int = 1
 
     def __post_init__(self) -> None:
         # Sequences become tuples (hashable, frozen); a single temperature becomes a one-step ladder.
@@ -165,6 +172,16 @@ class DecodeOptions:
                 fail(f"--hallucination-silence-threshold {self.hallucination_silence_threshold}: must be positive")
         if self.vad_filter and clips:
             fail("--vad with --clip-timestamps: give one of them (VAD chooses the parts to decode itself)")
+        if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) or not 1 <= self.batch_size <= MAX_BATCH:
+            fail(f"--batch-size {self.batch_size}: must be a whole number between 1 and {MAX_BATCH}")
+        if self.batch_size > 1:
+            # Both follow from one window to the next, which batched windows do not.
+            if self.prefix is not None:
+                fail("--prefix with --batch-size above 1: batched windows are decoded independently "
+                     "(use --batch-size 1, or --initial-prompt)")
+            if self.hallucination_silence_threshold is not None:
+                fail("--hallucination-silence-threshold with --batch-size above 1: it moves where the next window "
+                     "starts, and batched windows are fixed beforehand (use --batch-size 1)")
 
     @classmethod
     def from_kwargs(cls, base: DecodeOptions | None = None, **changes: object) -> DecodeOptions:
@@ -294,6 +311,12 @@ class GreedyDecoder:
         self.done |= chosen == self.eot
         return np.concatenate([tokens, chosen[:, None]], axis=1), bool(self.done.all())
 
+    def keep(self, rows: np.ndarray) -> None:
+        """Follow only `rows` from now on (batched decoding drops the rows that have ended)."""
+        self.rows = len(rows)
+        self.sum_logprobs = self.sum_logprobs[rows]
+        self.done = self.done[rows]
+
     def finalize(self, tokens: np.ndarray) -> list[tuple[list[int], float]]:
         candidates = []
         for row, sum_logprob in zip(tokens.tolist(), self.sum_logprobs):
@@ -407,6 +430,60 @@ class Decoder:
         best = int(probs.argmax())
         return codes[best], float(probs[best])
 
+    def _opening(
+        self, sot_sequence: list[int], prompt: Sequence[int], hotwords: Sequence[int], prefix: Sequence[int],
+        timestamps: bool = True,
+    ) -> tuple[list[int], list[int]]:
+        """A window's opening tokens (the previous text, the start sequence, a forced prefix) and the forced part."""
+        tokenizer = self.tokenizer
+        if not timestamps:
+            sot_sequence = [*sot_sequence, tokenizer.no_timestamps]
+        context = list(hotwords[: self.sample_len - 1])
+        room = self.sample_len - 1 - len(context)  # the latest of the text said before fills the rest
+        context += prompt[len(prompt) - room :] if len(prompt) > room else list(prompt)
+        forced = [*([tokenizer.timestamp_begin] if timestamps else []), *prefix[: self.sample_len - 1]] if len(prefix) else []
+        return [*([tokenizer.sot_prev, *context] if context else []), *sot_sequence, *forced], forced
+
+    def _no_speech_prob(self, opening_logits: np.ndarray, opening_tokens: list[int]) -> float:
+        """The <|nospeech|> probability, read at <|startoftranscript|>."""
+        at_sot = opening_logits[opening_tokens.index(self.tokenizer.sot)].astype(np.float64)
+        return float(np.exp(at_sot[self.tokenizer.no_speech] - _logsumexp(at_sot)))
+
+    def _filters(self, options: DecodeOptions, n_forced: int, timestamps: bool = True) -> list:
+        tokenizer = self.tokenizer
+        suppressed = self.suppressed(options.suppress_tokens)
+        if not timestamps:
+            suppressed = np.concatenate([suppressed, np.arange(tokenizer.timestamp_begin, self.model.vocab_size)])
+        filters = [SuppressTokens(suppressed)]
+        if options.suppress_blank:
+            filters.append(SuppressBlank(self._blank, n_forced))
+        if not timestamps:
+            return filters
+        last_initial = tokenizer.timestamp_begin + round(options.max_initial_timestamp / TIMESTAMP_SECONDS)
+        filters.append(ApplyTimestampRules(tokenizer.timestamp_begin, tokenizer.eot, last_initial, self.model.vocab_size))
+        return filters
+
+    def _result(
+        self, tokens: list[int], sum_logprob: float, n_forced: int, temperature: float, no_speech_prob: float,
+        options: DecodeOptions,
+    ) -> tuple[DecodeResult, bool]:
+        """A decoding attempt's result, and whether it stands (False: retry at the next temperature)."""
+        avg_logprob = sum_logprob / (len(tokens) - n_forced + 1)
+        too_unlikely = options.logprob_threshold is not None and avg_logprob < options.logprob_threshold
+        # Skip the window as silence (openai/whisper's rule: a likely no-speech window is kept only if
+        # what was decoded is likely enough).
+        no_speech = (
+            options.no_speech_threshold is not None and no_speech_prob > options.no_speech_threshold
+            and not (options.logprob_threshold is not None and avg_logprob > options.logprob_threshold)
+        )
+        result = DecodeResult(tokens, avg_logprob, no_speech_prob, temperature,
+                              compression_ratio(self.tokenizer.decode(tokens)), no_speech)
+        too_repetitive = (
+            options.compression_ratio_threshold is not None and result.compression_ratio > options.compression_ratio_threshold
+        )
+        # Silence ends the fallback: hotter attempts would only make up words.
+        return result, (no_speech and too_unlikely) or not (too_repetitive or too_unlikely)
+
     def decode(
         self,
         encoder_states,
@@ -415,28 +492,21 @@ class Decoder:
         options: DecodeOptions,
         hotwords: Sequence[int] = (),
         prefix: Sequence[int] = (),
+        timestamps: bool = True,
     ) -> DecodeResult:
         """Decode a window at rising temperatures until the result is neither repetitive nor unlikely.
 
         `prompt`: the text tokens said before (the latest are kept); `hotwords`: tokens put before
-        them; `prefix`: text tokens the window's transcript is forced to start with.
+        them; `prefix`: text tokens the window's transcript is forced to start with; without
+        `timestamps`, the text alone (after <|notimestamps|>).
         """
         tokenizer = self.tokenizer
-        context = list(hotwords[: self.sample_len - 1])
-        room = self.sample_len - 1 - len(context)  # the latest of the text said before fills the rest
-        context += prompt[len(prompt) - room :] if len(prompt) > room else list(prompt)
-        forced = [tokenizer.timestamp_begin, *prefix[: self.sample_len - 1]] if len(prefix) else []
-        opening_tokens = [*([tokenizer.sot_prev, *context] if context else []), *sot_sequence, *forced]
+        opening_tokens, forced = self._opening(sot_sequence, prompt, hotwords, prefix, timestamps)
         # The same prompt over the same audio: one pass for every attempt (only the sampling changes).
         opening = self.model.start(opening_tokens, encoder_states)
-        at_sot = opening.logits[opening_tokens.index(tokenizer.sot)].astype(np.float64)
-        no_speech_prob = float(np.exp(at_sot[tokenizer.no_speech] - _logsumexp(at_sot)))
+        no_speech_prob = self._no_speech_prob(opening.logits, opening_tokens)
         max_len = min(self.sample_len, self.model.n_text_ctx - len(opening_tokens))
-        filters = [SuppressTokens(self.suppressed(options.suppress_tokens))]
-        if options.suppress_blank:
-            filters.append(SuppressBlank(self._blank, len(forced)))
-        last_initial = tokenizer.timestamp_begin + round(options.max_initial_timestamp / TIMESTAMP_SECONDS)
-        filters.append(ApplyTimestampRules(tokenizer.timestamp_begin, tokenizer.eot, last_initial, self.model.vocab_size))
+        filters = self._filters(options, len(forced), timestamps)
         ranker = MaximumLikelihoodRanker(options.length_penalty)
         result = None
         for temperature in options.temperature:
@@ -458,21 +528,67 @@ class Decoder:
                 logits = state.step(tokens[:, -1])
             candidates = token_decoder.finalize(tokens)
             best_tokens, sum_logprob = candidates[ranker.rank(candidates, len(forced))]
-            text = tokenizer.decode(best_tokens)
-            avg_logprob = sum_logprob / (len(best_tokens) - len(forced) + 1)
-            too_unlikely = options.logprob_threshold is not None and avg_logprob < options.logprob_threshold
-            # Skip the window as silence (openai/whisper's rule: a likely no-speech window is kept only if
-            # what was decoded is likely enough).
-            no_speech = (
-                options.no_speech_threshold is not None and no_speech_prob > options.no_speech_threshold
-                and not (options.logprob_threshold is not None and avg_logprob > options.logprob_threshold)
-            )
-            result = DecodeResult(best_tokens, avg_logprob, no_speech_prob, temperature, compression_ratio(text), no_speech)
-            too_repetitive = (
-                options.compression_ratio_threshold is not None
-                and result.compression_ratio > options.compression_ratio_threshold
-            )
-            # Silence ends the fallback: hotter attempts would only make up words.
-            if (no_speech and too_unlikely) or not (too_repetitive or too_unlikely):
+            result, stands = self._result(best_tokens, sum_logprob, len(forced), temperature, no_speech_prob, options)
+            if stands:
                 break
         return result
+
+    def decode_batch(
+        self,
+        encoder_states,
+        sot_sequences: list[list[int]],
+        prompt: list[int],
+        options: DecodeOptions,
+        hotwords: Sequence[int] = (),
+    ) -> list[DecodeResult]:
+        """Decode several windows (`encoder_states` [windows, frames, d_model], one start sequence each), their
+        text without timestamps: batched windows are fixed beforehand, and a window decoded with timestamps
+        may end its text early, which the next window would pick up in sequential decoding but not here.
+
+        Greedy search at temperature 0 runs over all of them at once, each row with its own key/value
+        caches; once half the rows have ended, the ended ones are dropped from the batch, so finished
+        windows stop costing decoder steps. A window whose result fails the thresholds is then decoded
+        again on its own at the next temperatures, as `decode` would. Beam search and sampling decode
+        one window at a time (on the batch's encoder states).
+        """
+        openings = [self._opening(sot, prompt, hotwords, (), timestamps=False)[0] for sot in sot_sequences]
+        if options.temperature[0] != 0 or options.beam_size > 1 or len({len(o) for o in openings}) != 1:
+            return [self.decode(window_states(encoder_states, i), sot, prompt, options, hotwords, timestamps=False)
+                    for i, sot in enumerate(sot_sequences)]
+        logits, self_kv, cross_kv = self.model.start_rows(openings, encoder_states)
+        no_speech_probs = [self._no_speech_prob(row, tokens) for row, tokens in zip(logits, openings)]
+        windows = len(openings)
+        state = DecoderState(self.model, self_kv, cross_kv, windows)
+        token_decoder = GreedyDecoder(0.0, windows, self.tokenizer.eot, self._rng)
+        filters = self._filters(options, 0, timestamps=False)
+        max_len = min(self.sample_len, self.model.n_text_ctx - len(openings[0]))
+        rows = np.arange(windows)  # the window of each row still decoded
+        tokens = np.zeros((windows, 0), dtype=np.int64)
+        step_logits = logits[:, -1].copy()
+        ended: dict[int, tuple[list[int], float]] = {}
+        for step in range(max_len):
+            for logit_filter in filters:
+                logit_filter.apply(step_logits, tokens)
+            tokens, completed = token_decoder.update(tokens, step_logits)
+            if completed or step + 1 == max_len:
+                break
+            done = token_decoder.done
+            if 2 * done.sum() >= len(done):
+                # Copying the caches of the rows kept costs about one step: worth it once half have ended.
+                for row, candidate, finished in zip(rows, token_decoder.finalize(tokens), done):
+                    if finished:
+                        ended[int(row)] = candidate
+                keep = np.flatnonzero(~done)
+                state, rows, tokens = state.select(keep), rows[keep], tokens[keep]
+                token_decoder.keep(keep)
+            step_logits = state.step(tokens[:, -1])
+        ended.update({int(row): candidate for row, candidate in zip(rows, token_decoder.finalize(tokens))})
+        results = []
+        fallback = replace(options, temperature=options.temperature[1:]) if len(options.temperature) > 1 else None
+        for window, sot in enumerate(sot_sequences):
+            result, stands = self._result(*ended[window], 0, 0.0, no_speech_probs[window], options)
+            if not stands and fallback is not None:
+                result = self.decode(window_states(encoder_states, window), sot, prompt, fallback, hotwords,
+                                     timestamps=False)
+            results.append(result)
+        return results

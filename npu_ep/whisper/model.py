@@ -61,6 +61,7 @@ class WhisperOnnx:
         self.n_text_ctx: int = self.dims.n_text_ctx
         self.vocab_size: int = self.dims.n_vocab
         exact = _needs_exact_int8(model_dir, manifest)
+        self.device = device
         self.encoder = create_session(model_dir / ENCODER_FILE, device, threads, exact, self.dims.n_audio_head)
         self.decoder = create_session(model_dir / DECODER_FILE, device, threads, exact)
         self.decoder_with_past = create_session(model_dir / DECODER_WITH_PAST_FILE, device, threads, exact)
@@ -76,20 +77,38 @@ class WhisperOnnx:
         """Encoder states (an OrtValue, fed on to the decoder without a copy) of features [n_mels, 3000]."""
         from onnxruntime import OrtValue
 
-        batch = OrtValue.ortvalue_from_numpy(np.ascontiguousarray(features[None], dtype=np.float32))
-        return self.encoder.run_with_ort_values([ENCODER_OUTPUT], {INPUT_FEATURES: batch})[0]
+        return self.encode_batch(features[None])
+
+    def encode_batch(self, features: np.ndarray):
+        """Encoder states [batch, frames, d_model] (an OrtValue) of features [batch, n_mels, 3000]: one
+        encoder run on the CPU; one per window on an NPU, whose kernels are built for one window's shape."""
+        from onnxruntime import OrtValue
+
+        features = np.ascontiguousarray(features, dtype=np.float32)
+        if self.device == "cpu" or len(features) == 1:
+            batch = OrtValue.ortvalue_from_numpy(features)
+            return self.encoder.run_with_ort_values([ENCODER_OUTPUT], {INPUT_FEATURES: batch})[0]
+        rows = [self.encode_batch(row[None]).numpy() for row in features]
+        return OrtValue.ortvalue_from_numpy(np.concatenate(rows))
 
     def start(self, tokens: list[int], encoder_states) -> Opening:
         """Run the decoder over the opening `tokens` of a window."""
+        logits, self_kv, cross_kv = self.start_rows([tokens], encoder_states)
+        return Opening(self, logits[0], self_kv, cross_kv)
+
+    def start_rows(self, rows: list[list[int]], encoder_states) -> tuple[np.ndarray, list, list]:
+        """The decoder over the opening tokens of several windows at once (one row each, all of one length,
+        `encoder_states` [rows, frames, d_model]): logits [rows, tokens, vocab], the self- and cross-attention
+        caches (OrtValues)."""
         from onnxruntime import OrtValue
 
-        ids = OrtValue.ortvalue_from_numpy(np.array([tokens], dtype=np.int64))
+        ids = OrtValue.ortvalue_from_numpy(np.array(rows, dtype=np.int64))
         outputs = self.decoder.run_with_ort_values(
             [LOGITS, *self.self_outputs, *self.cross_outputs],
             {INPUT_IDS: ids, ENCODER_HIDDEN_STATES: encoder_states},
         )
         n_self = len(self.self_outputs)
-        return Opening(self, outputs[0].numpy()[0], outputs[1 : 1 + n_self], outputs[1 + n_self :])
+        return outputs[0].numpy(), outputs[1 : 1 + n_self], outputs[1 + n_self :]
 
     def align(self, tokens: list[int], encoder_states) -> tuple[np.ndarray, np.ndarray]:
         """One decoder pass over `tokens`: logits [tokens, vocab] and the alignment heads' cross-attention
@@ -101,6 +120,13 @@ class WhisperOnnx:
             ["logits", ALIGNMENT_OUTPUT], {"input_ids": ids, "encoder_hidden_states": encoder_states}
         )
         return logits.numpy()[0], scores.numpy()[0]
+
+
+def window_states(encoder_states, index: int):
+    """Window `index`'s encoder states [1, frames, d_model] out of a batch's (a new OrtValue)."""
+    from onnxruntime import OrtValue
+
+    return OrtValue.ortvalue_from_numpy(np.ascontiguousarray(encoder_states.numpy()[index : index + 1]))
 
 
 def _rows(values: list, rows: np.ndarray) -> list:
@@ -142,6 +168,7 @@ class DecoderState:
 
         self._model = model
         self.batch = batch
+        self._cross_kv = cross_kv
         self._binding = model.decoder_with_past.io_binding()
         self._ids = np.zeros((batch, 1), dtype=np.int64)
         self._binding.bind_ortvalue_input(INPUT_IDS, OrtValue.ortvalue_from_numpy(self._ids))
@@ -169,3 +196,7 @@ class DecoderState:
         """Keep the caches of `rows` (same count), as beam search does when beams swap prefixes."""
         if rows != list(range(self.batch)):
             self._bind_self(_rows(self._self_kv, np.asarray(rows)))
+
+    def select(self, rows: np.ndarray) -> DecoderState:
+        """A state of only `rows` (fewer), as batched decoding keeps when some of its windows have ended."""
+        return DecoderState(self._model, _rows(self._self_kv, rows), _rows(self._cross_kv, rows), len(rows))

@@ -5,7 +5,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
 
 import numpy as np
 
@@ -20,11 +20,15 @@ from npu_ep.whisper.tokenizer import WhisperTokenizer
 from npu_ep.whisper.spec import ENCODER_FRAMES
 from npu_ep.whisper import vad
 
+if TYPE_CHECKING:
+    from npu_ep.whisper.batched import FileResult
+
 _PROGRESS_MIN_SECONDS = 60.0
 # A window quieter than -60 dBFS RMS holds no speech; Whisper would still "hear" a word in it (tiny.en says
 # " you" to digital silence with a confident enough log-prob to pass the no-speech rule), so it is skipped
 # before the encoder runs.
-_SILENCE_RMS = 1e-3
+SILENCE_RMS = 1e-3
+WINDOW_SAMPLES = ENCODER_FRAMES * HOP_LENGTH
 
 
 @dataclass
@@ -136,9 +140,57 @@ class Pipeline:
         options = DecodeOptions.from_kwargs(options, **changes)
         self.check(options)
         started = time.perf_counter()
+        source, speech_map, info = self.prepare(audio, sample_rate, options)
+        if options.batch_size > 1:
+            from npu_ep.whisper.batched import file_segments
+
+            windows = lambda source: file_segments(self, source, speech_map, info, options, progress)  # noqa: E731
+            return self._segments(source, info, started, windows, None), info
+        windows = lambda source: self._windows(source, options, info, progress)  # noqa: E731
+        return self._segments(source, info, started, windows, speech_map), info
+
+    def transcribe_many(
+        self,
+        audios: Iterable[str | Path | np.ndarray],
+        options: DecodeOptions | None = None,
+        *,
+        sample_rate: int = SAMPLE_RATE,
+        **changes: Any,
+    ) -> Iterator[FileResult]:
+        """Several recordings, one `FileResult` each, in the given order. With `batch_size` above 1 the
+        windows of all of them are batched together (short files share encoder runs); otherwise each is
+        transcribed in turn. A bad recording's result holds its error, and the others go on."""
+        from npu_ep.whisper.batched import transcribe_many
+
+        options = DecodeOptions.from_kwargs(options, **changes)
+        self.check(options)
+        if options.batch_size > 1:
+            return transcribe_many(self, audios, sample_rate, options)
+        return self._one_by_one(audios, options, sample_rate)
+
+    def _one_by_one(self, audios: Iterable[str | Path | np.ndarray], options: DecodeOptions, sample_rate: int
+                    ) -> Iterator[FileResult]:
+        from npu_ep.whisper.batched import FileResult
+
+        for audio in audios:
+            try:
+                segments, info = self.transcribe(audio, options, sample_rate=sample_rate, progress=False)
+                yield FileResult(audio, segments, info)
+            except NpuEpError as error:
+                yield FileResult(audio, [], None, error)
+
+    def prepare(
+        self, audio: str | Path | np.ndarray, sample_rate: int, options: DecodeOptions
+    ) -> tuple[AudioSource | None, vad.SpeechMap | None, TranscriptionInfo]:
+        """The audio to decode (None: VAD found no speech), the map from its times to the recording's (with
+        VAD), and the info to fill in; a bad recording raises `NpuEpError` here."""
+        started = time.perf_counter()
         speech_map = None
         if options.vad_filter:
-            source, speech_map, duration = _speech_only(audio, sample_rate, options.vad_parameters)
+            vad_options = options.vad_parameters
+            if options.batch_size > 1:
+                vad_options = vad.batched_options(vad_options, WINDOW_SAMPLES / SAMPLE_RATE)
+            source, speech_map, duration = _speech_only(audio, sample_rate, vad_options)
         else:
             source = AudioSource(audio, sample_rate)
             duration = source.duration
@@ -154,7 +206,7 @@ class Pipeline:
             timing=Timing(load=self.load_seconds),
         )
         info.timing.features += time.perf_counter() - started
-        return self._segments(source, options, info, started, progress, speech_map), info
+        return source, speech_map, info
 
     def check(self, options: DecodeOptions) -> None:
         """Raise a user error for options this model cannot follow (language, task, multilingual)."""
@@ -168,15 +220,15 @@ class Pipeline:
                              f"(re-export it with: {rebuild_command(self.model_dir)})")
 
     def _segments(
-        self, source: AudioSource | None, options: DecodeOptions, info: TranscriptionInfo, started: float,
-        progress: bool, speech_map: vad.SpeechMap | None,
+        self, source: AudioSource | None, info: TranscriptionInfo, started: float,
+        windows: Callable[[AudioSource], Iterator[Segment]], speech_map: vad.SpeechMap | None,
     ) -> Iterator[Segment]:
         timing = info.timing
         try:
             if source is None:  # VAD found no speech
                 return
             with source:
-                for segment in self._windows(source, options, info, progress):
+                for segment in windows(source):
                     if speech_map is not None:
                         speech_map.restore(segment)
                     yield segment
@@ -184,14 +236,14 @@ class Pipeline:
             timing.total = time.perf_counter() - started
             timing.realtime = info.duration / timing.total if timing.total > 0 else 0.0
 
-    def _clips(self, options: DecodeOptions, content_frames: int) -> list[tuple[int, int]]:
+    def clips(self, options: DecodeOptions, content_frames: int) -> list[tuple[int, int]]:
         """The (start, end) mel-frame ranges to decode: `clip_timestamps`, or the whole audio."""
         points = [round(t / FRAME_SECONDS) for t in options.clip_timestamps] or [0]
         if len(points) % 2:
             points.append(content_frames)
         return [(start, min(end, content_frames)) for start, end in zip(points[::2], points[1::2])]
 
-    def _text_tokens(self, text: str | tuple[int, ...] | None) -> list[int]:
+    def text_tokens(self, text: str | tuple[int, ...] | None) -> list[int]:
         if text is None:
             return []
         return list(text) if not isinstance(text, str) else self.tokenizer.encode(" " + text.strip())
@@ -202,10 +254,10 @@ class Pipeline:
         from tqdm import tqdm
 
         content_frames = source.n_samples // HOP_LENGTH
-        prompt = self._text_tokens(options.initial_prompt)
-        prefix = self._text_tokens(options.prefix)
-        hotwords = self._text_tokens(options.hotwords)
-        detector = _LanguageDetector(self, options, info)
+        prompt = self.text_tokens(options.initial_prompt)
+        prefix = self.text_tokens(options.prefix)
+        hotwords = self.text_tokens(options.hotwords)
+        detector = LanguageDetector(self, options, info)
         seek = 0
         last_speech = 0.0  # end of the last word (word timestamps)
         bar = tqdm(
@@ -218,16 +270,16 @@ class Pipeline:
             bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} s [{elapsed}<{remaining}]",
         )
         with bar:
-            for clip_start, clip_end in self._clips(options, content_frames):
+            for clip_start, clip_end in self.clips(options, content_frames):
                 seek = max(seek, clip_start)
                 while seek < clip_end:
                     clock = time.perf_counter()
-                    samples = source.window(seek * HOP_LENGTH, ENCODER_FRAMES * HOP_LENGTH)
+                    samples = source.window(seek * HOP_LENGTH, WINDOW_SAMPLES)
                     if len(samples) == 0:
                         break  # the file held fewer samples than its header announced
                     frames = min(ENCODER_FRAMES, clip_end - seek, -(-len(samples) // HOP_LENGTH))
                     samples = samples[: frames * HOP_LENGTH]
-                    silent = np.sqrt(np.mean(np.square(samples, dtype=np.float64))) < _SILENCE_RMS
+                    silent = np.sqrt(np.mean(np.square(samples, dtype=np.float64))) < SILENCE_RMS
                     window = None
                     if not silent:
                         # The prefix starts the first decoded window, where it replaces the hotwords.
@@ -240,7 +292,7 @@ class Pipeline:
                         seek += frames
                     else:
                         result = window.result
-                        new_segments, advance = self._split(result, seek * FRAME_SECONDS, frames, window.language)
+                        new_segments, advance = self.split(result, seek * FRAME_SECONDS, frames, window.language)
                         seek, redo = seek + advance, False
                         if options.word_timestamps:
                             new_segments, seek, redo = self._align(window, new_segments, options, seek, last_speech,
@@ -290,7 +342,7 @@ class Pipeline:
         samples: np.ndarray,
         options: DecodeOptions,
         info: TranscriptionInfo,
-        detector: _LanguageDetector,
+        detector: LanguageDetector,
         prompt: list[int],
         hotwords: list[int],
         prefix: list[int],
@@ -314,7 +366,7 @@ class Pipeline:
             return None
         return Window(seek, len(samples) // HOP_LENGTH, samples, encoder_states, sot_sequence, language, result)
 
-    def _split(
+    def split(
         self, result: DecodeResult, time_offset: float, segment_frames: int, language: str | None
     ) -> tuple[list[Segment], int]:
         """Cut a window's tokens into segments at timestamp pairs; the frames to advance (seek)."""
@@ -383,7 +435,7 @@ def _speech_only(
     return source, vad.SpeechMap(chunks), len(samples) / SAMPLE_RATE
 
 
-class _LanguageDetector:
+class LanguageDetector:
     """The language of each window, detected as faster-whisper does.
 
     With a language given, or an English-only model, it is that language. Otherwise the first spoken
@@ -400,9 +452,14 @@ class _LanguageDetector:
         self._decided = info.language is not None
         self._votes: list[tuple[str, float]] = []
 
+    @property
+    def settled(self) -> bool:
+        """Every further window is decoded in `info.language`: no need to look at its audio."""
+        return self._decided and not self._options.multilingual
+
     def language(self, encoder_states) -> str | None:
         options, info = self._options, self._info
-        if self._decided and not options.multilingual:
+        if self.settled:
             return info.language
         language, probability = self._decoder.detect_language(encoder_states)
         if not self._decided:

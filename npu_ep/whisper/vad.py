@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import importlib.util
 from bisect import bisect_right
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from functools import lru_cache
 from pathlib import Path
 
@@ -67,6 +67,14 @@ class VadOptions:
         if unknown:
             raise NpuEpError(f"unknown vad_parameters key {unknown[0]!r} (known: {', '.join(sorted(known))})")
         return cls(**value)
+
+
+def batched_options(options: VadOptions | None, window_seconds: float) -> VadOptions:
+    """The VAD options of batched decoding: faster-whisper's BatchedInferencePipeline ends a chunk at a
+    160 ms pause by default, and no chunk may be longer than one window."""
+    if options is None:
+        return VadOptions(max_speech_duration_s=window_seconds, min_silence_duration_ms=160)
+    return replace(options, max_speech_duration_s=min(options.max_speech_duration_s, window_seconds))
 
 
 def model_path() -> Path:
@@ -192,6 +200,23 @@ class SpeechMap:
             previous_end = end
             self._ends.append(end - removed)
             self._silence_before.append(removed / _RATE)
+
+    def windows(self, max_samples: int) -> list[tuple[int, int]]:
+        """(start, end) ranges of the joined speech, in samples: whole chunks, each range holding as many
+        consecutive chunks as fit in `max_samples` (a longer chunk is cut into pieces of that length)."""
+        ranges: list[tuple[int, int]] = []
+        start = chunk_start = 0
+        for end in self._ends:
+            if end - start > max_samples and chunk_start > start:
+                ranges.append((start, chunk_start))
+                start = chunk_start
+            while end - start > max_samples:
+                ranges.append((start, start + max_samples))
+                start += max_samples
+            chunk_start = end
+        if chunk_start > start:
+            ranges.append((start, chunk_start))
+        return ranges
 
     def chunk(self, seconds: float, is_end: bool = False) -> int:
         """The chunk a time in the joined audio falls in (an end exactly at a chunk's end stays in it)."""
