@@ -133,14 +133,16 @@ def test_real_batched_words_equal_sequential_words_on_jfk_and_the_samples(tiny_e
     pipeline = npu_ep.Pipeline(tiny_en_dir, threads=2)
     files = [jfk_path, *SAMPLES]
     sequential = [transcript_text(pipeline.transcribe(file)[0]) for file in files]
-    batched = [transcript_text(result.segments) for result in pipeline.transcribe_many(files, batch_size=8)]
+    results = list(pipeline.transcribe_many(files, batch_size=8))
+    batched = [transcript_text(result.segments) for result in results]
     # The same words. Decoded without timestamps, the text may be punctuated differently: tiny.en ends
     # jfk's sentences with full stops there.
     assert [normalize_text(text) for text in batched] == [normalize_text(text) for text in sequential]
     assert batched[0].endswith("can do for your country.") and sequential[0].endswith("can do for your country")
     # One segment per file, spanning its audio.
-    for file, result in zip(files, batched):
-        assert [(s.start, s.end) for s in result.segments] == [(0.0, round(len(load_audio(file)) / SAMPLE_RATE, 2))]
+    for file, result in zip(files, results):
+        assert len(result.segments) == 1 and result.segments[0].start == 0.0
+        assert result.segments[0].end == pytest.approx(len(load_audio(file)) / SAMPLE_RATE, abs=0.01)
 
 
 def test_real_batched_vad_and_word_timestamps_keep_the_recordings_times(tiny_en_dir: Path, jfk_path: Path) -> None:
@@ -159,5 +161,6 @@ def test_real_batched_vad_and_word_timestamps_keep_the_recordings_times(tiny_en_
     second_half = [w for w in words if w.start >= second_start]
     assert first_half and second_half
     assert first_half[-1].end <= 11.5  # no word in the silence
-    assert second_half[0].start == pytest.approx(second_start + (first_half[0].start), abs=0.6)
+    # In the recording's time: the second jfk's first word near 36 s (in the joined speech it is at 11 s).
+    assert second_start - 0.5 <= second_half[0].start <= second_start + 1.5
     assert "country" in second_half[-1].word.lower() and second_half[-1].end <= info.duration
