@@ -61,9 +61,15 @@ def clip_features(path: Path, n_mels: int) -> np.ndarray:
     why is still open).
     """
     from npu_ep.whisper.audio import load_audio
+
+    return padded_features(load_audio(path), n_mels)
+
+
+def padded_features(samples: np.ndarray, n_mels: int) -> np.ndarray:
+    """`clip_features` of samples already loaded."""
     from npu_ep.whisper.features import log_mel_spectrogram
 
-    return log_mel_spectrogram(load_audio(path), n_mels=n_mels)[None].astype(np.float32)
+    return log_mel_spectrogram(samples, n_mels=n_mels)[None].astype(np.float32)
 
 
 def references(clips: list[Path]) -> dict[Path, str]:
