@@ -42,6 +42,24 @@ def test_speech_chunks_skip_the_silence(speech_silence_speech) -> None:
     assert speech_chunks(np.zeros(SAMPLE_RATE * 5, dtype=np.float32)) == []
 
 
+def test_batched_front_end_scores_as_the_shipped_graph(speech_silence_speech) -> None:
+    import onnxruntime as ort
+
+    from npu_ep.whisper.vad import _session
+
+    _, clip = speech_silence_speech
+    windows = np.pad(clip, (0, -len(clip) % 512)).reshape(-1, 512)
+    context = np.concatenate([np.zeros((1, 64), np.float32), windows[:-1, -64:]])
+    feed = {"input": np.concatenate([context, windows], axis=1), "h": np.zeros((1, 1, 128), np.float32),
+            "c": np.zeros((1, 1, 128), np.float32)}
+    shipped = ort.InferenceSession(str(model_path()), providers=["CPUExecutionProvider"])
+    expected = shipped.run(None, feed)
+    assert expected[0].max() > 0.9 and expected[0].min() < 0.1
+    for threads in (1, 2):
+        for got, want in zip(_session(threads).run(None, feed), expected):
+            np.testing.assert_allclose(got, want, atol=1e-5)
+
+
 def test_speech_map_restores_times() -> None:
     speech_map = SpeechMap([(16000, 32000), (80000, 96000)])  # 1-2 s and 5-6 s
     assert speech_map.original(0.5) == 1.5 and speech_map.original(1.5) == 5.5

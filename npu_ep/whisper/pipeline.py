@@ -94,6 +94,7 @@ class Pipeline:
         started = time.perf_counter()
         self.model_dir = Path(resolve_model(str(model)))
         self.device = device
+        self.threads = threads
         try:
             self.model = WhisperOnnx(self.model_dir, device, threads)
             self.tokenizer = WhisperTokenizer(self.model_dir)
@@ -190,7 +191,7 @@ class Pipeline:
             vad_options = options.vad_parameters
             if options.batch_size > 1:
                 vad_options = vad.batched_options(vad_options, WINDOW_SAMPLES / SAMPLE_RATE)
-            source, speech_map, duration = _speech_only(audio, sample_rate, vad_options)
+            source, speech_map, duration = _speech_only(audio, sample_rate, vad_options, self.threads)
         else:
             source = AudioSource(audio, sample_rate)
             duration = source.duration
@@ -424,12 +425,12 @@ def transcribe(
 
 
 def _speech_only(
-    audio: str | Path | np.ndarray, sample_rate: int, options: vad.VadOptions | None
+    audio: str | Path | np.ndarray, sample_rate: int, options: vad.VadOptions | None, threads: int | None
 ) -> tuple[AudioSource | None, vad.SpeechMap, float]:
     """The speech of `audio` joined end to end (None when there is none), the map back to the original
     times, and the original duration. The whole recording is read first: VAD looks at all of it."""
     samples = load_audio(audio, sample_rate)
-    chunks = vad.speech_chunks(samples, options or vad.VadOptions())
+    chunks = vad.speech_chunks(samples, options or vad.VadOptions(), threads)
     speech = vad.join_speech(samples, chunks)
     source = AudioSource(speech) if len(speech) >= MIN_SAMPLES else None
     return source, vad.SpeechMap(chunks), len(samples) / SAMPLE_RATE

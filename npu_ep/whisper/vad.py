@@ -7,6 +7,7 @@ ships (see pyproject.toml for why that package), found without importing faster-
 from __future__ import annotations
 
 import importlib.util
+import logging
 from bisect import bisect_right
 from dataclasses import dataclass, fields, replace
 from functools import lru_cache
@@ -16,6 +17,8 @@ import numpy as np
 
 from npu_ep.errors import NpuEpError
 
+log = logging.getLogger(__name__)
+
 _RATE = 16000
 _WINDOW = 512  # samples per speech probability (32 ms)
 _CONTEXT = 64  # samples of the previous window the model sees with each one
@@ -23,6 +26,7 @@ _STATE = (1, 1, 128)
 # Windows quieter than this RMS (-60 dBFS, as the pipeline's silent-window rule) are silence without
 # asking the model: long pauses then cost next to nothing.
 _QUIET_RMS = 1e-3
+_BATCH = 512  # windows per model call
 
 
 @dataclass(frozen=True)
@@ -88,44 +92,60 @@ def model_path() -> Path:
     return path
 
 
-@lru_cache(maxsize=1)
-def _session():
+@lru_cache(maxsize=2)
+def _session(threads: int | None):
+    import onnx
     import onnxruntime as ort
 
+    from npu_ep.session import intra_op_threads
+    from npu_ep.whisper.silero import batched_front_end
+
     options = ort.SessionOptions()
-    # One small LSTM step after another: more threads only add overhead (faster-whisper's setting too).
-    options.intra_op_num_threads = 1
+    # The front end's MatMuls over every window of a call share the threads; the LSTM stays sequential.
+    threads = intra_op_threads(threads)
+    if threads:
+        options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     options.enable_cpu_mem_arena = False
     options.log_severity_level = 4
-    return ort.InferenceSession(str(model_path()), options, providers=["CPUExecutionProvider"])
+    model = onnx.load(str(model_path()))
+    try:
+        source = batched_front_end(model).SerializeToString()
+    except (KeyError, StopIteration, onnx.checker.ValidationError) as error:
+        log.warning("%s: not the Silero graph expected (%s); running it as shipped, slower", model_path(), error)
+        source = model.SerializeToString()
+    return ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
 
 
-def speech_probabilities(samples: np.ndarray) -> np.ndarray:
-    """The speech probability of each 512-sample window of 16 kHz `samples` (the last one zero-padded)."""
+def speech_probabilities(samples: np.ndarray, threads: int | None = None) -> np.ndarray:
+    """The speech probability of each 512-sample window of 16 kHz `samples` (the last one zero-padded),
+    computed on `threads` CPU threads (None: all cores)."""
     padded = np.pad(samples.astype(np.float32, copy=False), (0, -len(samples) % _WINDOW))
     windows = padded.reshape(-1, _WINDOW)
     probabilities = np.zeros(len(windows), dtype=np.float32)
     loud = np.sqrt(np.mean(np.square(windows, dtype=np.float64), axis=1)) >= _QUIET_RMS
-    # Each run of loud windows goes through the model in one call, its recurrent state carried along.
+    # Each run of loud windows goes through the model with its recurrent state carried along, in calls
+    # of _BATCH windows: the front end's intermediates for that many stay in the CPU's caches.
     edges = np.flatnonzero(np.diff(np.concatenate(([0], loud.astype(np.int8), [0]))))
-    session = _session()
+    session = _session(threads)
     for start, end in zip(edges[::2], edges[1::2]):
-        run = windows[start:end]
-        context = np.zeros((len(run), _CONTEXT), dtype=np.float32)
-        context[1:] = run[:-1, -_CONTEXT:]
-        if start > 0:
-            context[0] = windows[start - 1, -_CONTEXT:]
-        state = np.zeros(_STATE, dtype=np.float32)
-        probabilities[start:end] = session.run(
-            ["speech_probs"], {"input": np.concatenate([context, run], axis=1), "h": state, "c": state}
-        )[0].reshape(-1)
+        h = c = np.zeros(_STATE, dtype=np.float32)
+        for at in range(start, end, _BATCH):
+            run = windows[at:min(at + _BATCH, end)]
+            context = np.zeros((len(run), _CONTEXT), dtype=np.float32)
+            context[1:] = run[:-1, -_CONTEXT:]
+            if at > 0:
+                context[0] = windows[at - 1, -_CONTEXT:]
+            output, h, c = session.run(None, {"input": np.concatenate([context, run], axis=1), "h": h, "c": c})
+            probabilities[at:at + len(run)] = output.reshape(-1)
     return probabilities
 
 
-def speech_chunks(samples: np.ndarray, options: VadOptions = VadOptions()) -> list[tuple[int, int]]:
-    """(start, end) sample ranges of speech in 16 kHz `samples`, by faster-whisper's rules."""
-    probabilities = speech_probabilities(samples)
+def speech_chunks(samples: np.ndarray, options: VadOptions = VadOptions(),
+                  threads: int | None = None) -> list[tuple[int, int]]:
+    """(start, end) sample ranges of speech in 16 kHz `samples`, by faster-whisper's rules (the model on
+    `threads` CPU threads, None: all cores)."""
+    probabilities = speech_probabilities(samples, threads)
     threshold = options.threshold
     neg_threshold = options.neg_threshold if options.neg_threshold is not None else max(threshold - 0.15, 0.01)
     pad = _RATE * options.speech_pad_ms / 1000
