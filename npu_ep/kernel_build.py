@@ -49,15 +49,15 @@ def designs():
 def select(model_dirs: list[Path], device: str) -> list[kernels.Artifact]:
     """The artifacts the offloaded nodes of these models run on `device`, each once, in plan order."""
     from npu_ep import calibrate
-    from npu_ep.partition.planner import buildable_forms, plan
+    from npu_ep.partition.planner import plan
     from npu_ep.whisper.spec import ONNX_FILES
 
-    buildable = buildable_forms()  # the placement a device session makes
+    # The placement a device session makes once every artifact is built.
     chosen: dict[str, kernels.Artifact] = {}
     for folder in model_dirs:
         for name in ONNX_FILES:
             if (folder / name).exists():
-                for placement in plan(folder / name, PROFILE[device], calibrate.calibration(), forms=buildable).offloaded:
+                for placement in plan(folder / name, PROFILE[device], calibrate.calibration()).offloaded:
                     artifact = kernels.placed_artifact(placement.kernel, placement.candidate)
                     chosen.setdefault(artifact.identity, artifact)
     return list(chosen.values())
@@ -78,26 +78,32 @@ def missing_toolchain() -> list[str]:
     return missing
 
 
-def compile_artifact(artifact: kernels.Artifact, workdir: Path) -> tuple[Path, Path]:
-    """Build the artifact with mlir-aie: core kernel object (Peano), IRON program -> MLIR, aiecc ->
-    xclbin + instruction sequence. Returns (xclbin, insts) in `workdir`."""
+def compile_artifact(artifact: kernels.Artifact, workdir: Path) -> tuple[Path, ...]:
+    """Build the artifact with mlir-aie: core kernel objects (Peano), IRON program -> MLIR, aiecc ->
+    xclbin + instruction sequence, or (format elf) one full ELF. Returns its files in `workdir`."""
     module = designs().DESIGNS[artifact.design.kind]
     workdir.mkdir(parents=True, exist_ok=True)
-    source, flags, obj = module.kernel_object(artifact)
+    elf = artifact.design.format == "elf"
+    objects = module.kernel_objects(artifact) if elf else [module.kernel_object(artifact)]
     import aie  # noqa: F401 - present (missing_toolchain checked)
     aie_root = Path(sys.modules["aie"].__file__).resolve().parents[2]
-    source_path = aie_root / source if source.startswith("aie_kernels/") else shipped("kernels") / "designs" / source
     peano = Path(os.environ.get("PEANO_INSTALL_DIR") or Path(importlib.util.find_spec("llvm_aie").origin).parent)
     target = "aie2-none-unknown-elf" if artifact.design.device == "npu1" else "aie2p-none-unknown-elf"
-    _tool([str(peano / "bin" / "clang++"), f"--target={target}", "-O2", "-std=c++20", "-fno-exceptions",
-           f"-I{aie_root / 'include'}", f"-I{shipped('kernels') / 'designs'}", f"-I{aie_root / 'aie_runtime_lib' / ('AIE2' if target.startswith('aie2-') else 'AIE2P')}",
-           *flags, "-c", str(source_path), "-o", obj], workdir)
+    for source, flags, obj in objects:
+        source_path = aie_root / source if source.startswith("aie_kernels/") else shipped("kernels") / "designs" / source
+        _tool([str(peano / "bin" / "clang++"), f"--target={target}", "-O2", "-std=c++20", "-fno-exceptions",
+               f"-I{aie_root / 'include'}", f"-I{shipped('kernels') / 'designs'}", f"-I{aie_root / 'aie_runtime_lib' / ('AIE2' if target.startswith('aie2-') else 'AIE2P')}",
+               *flags, "-c", str(source_path), "-o", obj], workdir)
     (workdir / "aie.mlir").write_text(str(module.program(artifact)))
-    xclbin, insts = workdir / artifact.xclbin, workdir / artifact.insts
+    files = tuple(workdir / name for name in artifact.files)
     aiecc = shutil.which("aiecc.py") or shutil.which("aiecc")
-    _tool([aiecc, "--no-aiesim", "--no-compile-host", "--aie-generate-xclbin", f"--xclbin-name={xclbin.name}",
-           "--aie-generate-npu-insts", f"--npu-insts-name={insts.name}", f"--peano={peano}", "aie.mlir"], workdir)
-    return xclbin, insts
+    if elf:  # every phase's configuration and the main sequence in one ELF (mlir-aie's full-ELF flow)
+        _tool([aiecc, "--no-xchesscc", "--no-xbridge", "--get-full-elf", f"--full-elf-name={files[0].name}",
+               f"--peano={peano}", "aie.mlir"], workdir)
+    else:
+        _tool([aiecc, "--no-aiesim", "--no-compile-host", "--aie-generate-xclbin", f"--xclbin-name={files[0].name}",
+               "--aie-generate-npu-insts", f"--npu-insts-name={files[1].name}", f"--peano={peano}", "aie.mlir"], workdir)
+    return files
 
 
 def _tool(command: list[str], cwd: Path) -> None:
@@ -124,6 +130,8 @@ def verify(artifact: kernels.Artifact, device: str) -> dict:
 
     def failed() -> np.ndarray:  # the Backend's CPU fallback: here, the verification's failure
         raise NpuEpError(f"{artifact.identity}: did not run on the {device} ({'; '.join(backend.warnings)})")
+    if design.kind == "encoder_layer":
+        return _verify_layer(artifact, backend, failed, device)
     if design.kind == "gemm":
         M, K, N = artifact.shape
         if design.dtype_in == "i8":
@@ -143,6 +151,38 @@ def verify(artifact: kernels.Artifact, device: str) -> dict:
         tolerance = 2.0 ** -8 * max(1.0, float(np.abs(expected).max()))
     if error > tolerance:
         raise NpuEpError(f"{artifact.identity}: max |error| {error:.3g} against numpy exceeds {tolerance:.3g}")
+    return {"max_abs_error": error, "tolerance": tolerance, "device": device}
+
+
+def _verify_layer(artifact: kernels.Artifact, backend, failed, device: str) -> dict:
+    """An encoder layer on random weights against the emulated device's computation of the same
+    layer (its number formats: the emulator is the NPU's arithmetic in numpy); within one bf16 step
+    (int8: one int8 step) of the largest output, as our own host run of the schedule is
+    (tests/test_layer_design.py)."""
+    from npu_ep.forms.layer import VD, VD_ROWS, VF, VF_ROWS, EncoderLayerForm
+
+    S, D, F, H, L = artifact.shape
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((1, L, D), dtype=np.float32)
+    weights = [rng.standard_normal(shape, dtype=np.float32) / np.sqrt(shape[0])
+               for shape in ((D, D),) * 4 + ((D, F), (F, D))]
+    vd, vf = np.zeros((VD_ROWS, D), np.float32), np.zeros((VF_ROWS, F), np.float32)
+    vd[[VD["norm1_gamma"], VD["norm2_gamma"], VD["q_scale"], VD["k_scale"], VD["v_scale"], VD["o_scale"],
+        VD["fc2_scale"], VD["v_post"]]] = 1
+    vd[VD["q_post"]] = vd[VD["k_post"]] = (D // H) ** -0.25
+    vd[VD["norm1_eps"]] = vd[VD["norm2_eps"]] = 1e-5
+    vf[VF["fc1_scale"]] = 1
+    inputs = (x, *weights, vd, vf)
+    form = EncoderLayerForm()
+    got = form.npu(backend, "verify", artifact.design.name, failed, *inputs, heads=H)
+    from npu_ep.provider.xrt_backend import Backend
+
+    reference = Backend("emulator")
+    expected = form.npu(reference, "verify", artifact.design.name, failed, *inputs, heads=H)
+    error = float(np.abs(np.asarray(got, np.float64) - expected).max())
+    tolerance = (2.0 ** -8 if artifact.design.dtype_in == "bf16" else 1 / 127) * float(np.abs(expected).max())
+    if error > tolerance:
+        raise NpuEpError(f"{artifact.identity}: max |error| {error:.3g} against the emulated layer exceeds {tolerance:.3g}")
     return {"max_abs_error": error, "tolerance": tolerance, "device": device}
 
 
@@ -167,20 +207,20 @@ def _reference(artifact: kernels.Artifact, rng: np.random.Generator) -> tuple[di
 
 
 # -- the manifest -----------------------------------------------------------------------------------
-def record(artifact: kernels.Artifact, xclbin: Path, insts: Path, verified: dict | None, toolchain: dict) -> Path:
+def record(artifact: kernels.Artifact, files: tuple[Path, ...], verified: dict | None, toolchain: dict) -> Path:
     """Copy the built files into the kernels folder and record the artifact in its manifest."""
     folder = kernels.kernels_dir()
     path = folder / "manifest.json"
     if not path.exists():  # a fresh $NPU_EP_KERNELS starts from the shipped manifest
         folder.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(shipped("kernels") / "manifest.json", path)
-    for built in (xclbin, insts):
+    for built in files:
         if built.resolve() != (folder / built.name).resolve():
             shutil.copyfile(built, folder / built.name)
     raw = json.loads(path.read_text())
     raw.setdefault("artifacts", {})[artifact.identity] = {
         "design": artifact.design.name, "shape": dict(zip(artifact.design.dims, artifact.shape)),
-        "xclbin": artifact.xclbin, "insts": artifact.insts,
+        "files": [path.name for path in files],
         "built": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "toolchain": toolchain, "verified": verified}
     temporary = path.with_suffix(".tmp")
@@ -190,7 +230,7 @@ def record(artifact: kernels.Artifact, xclbin: Path, insts: Path, verified: dict
 
 
 def build(artifacts: list[kernels.Artifact], workdir: Path,
-          compile_step: Callable[[kernels.Artifact, Path], tuple[Path, Path]] = compile_artifact,
+          compile_step: Callable[[kernels.Artifact, Path], tuple[Path, ...]] = compile_artifact,
           toolchain: dict | None = None) -> list[str]:
     """Check, compile, verify (with an NPU) and record each artifact; returns one line per artifact."""
     from npu_ep.provider.device import npu_present
@@ -199,11 +239,11 @@ def build(artifacts: list[kernels.Artifact], workdir: Path,
     lines = []
     for artifact in artifacts:
         budget = designs().plan(artifact)
-        xclbin, insts = compile_step(artifact, workdir / artifact.identity)
-        record(artifact, xclbin, insts, None, toolchain or {})
+        files = compile_step(artifact, workdir / artifact.identity)
+        record(artifact, files, None, toolchain or {})
         verified = verify(artifact, "npu") if present else None
         if verified:
-            record(artifact, xclbin, insts, verified, toolchain or {})
+            record(artifact, files, verified, toolchain or {})
         state = (f"verified on the NPU (max |error| {verified['max_abs_error']:.3g})" if verified
                  else f"not verified ({why})")
         lines.append(f"{artifact.identity}: built, L1 {budget.l1_bytes} B, L2 {budget.l2_bytes} B, {state}")

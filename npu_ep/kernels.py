@@ -3,7 +3,8 @@
 A *design* is a kernel kind (gemm, batched_gemm, softmax, attention, encoder_layer) for one data
 type and device family, with its per-core tile sizes and core array. An *artifact* is a design compiled for one
 padded problem shape: one xclbin (opened as its own hardware context) and one instruction
-sequence. The designs compile their tile counts into the core programs, as mlir-aie's static
+sequence, or for a kind of format "elf" (a program of several array configurations, an encoder
+layer) one full ELF holding its configurations and its sequence. The designs compile their tile counts into the core programs, as mlir-aie's static
 whole-array GEMM does, so an xclbin serves exactly the shape it was built for. Artifacts are named
 by all their parameters, e.g. `gemm-bf16-npu1-1536x384x384-t64x64x32-a4x4`.
 """
@@ -44,6 +45,7 @@ class Design:
     outputs: tuple[str, ...]
     types: tuple[tuple[str, str], ...] = ()   # buffers whose type is not the design's dtype_in / dtype_out
     device_only: tuple[str, ...] = ()         # buffers only the device reads and writes (never synced)
+    format: str = "xclbin"                    # xclbin (+ instruction sequence) or elf
 
     @property
     def t(self) -> dict[str, int]:
@@ -108,6 +110,15 @@ class Artifact:
     def insts(self) -> str:
         return f"{self.identity}.insts.bin"
 
+    @property
+    def elf(self) -> str:
+        return f"{self.identity}.elf"
+
+    @property
+    def files(self) -> tuple[str, ...]:
+        """The files a build makes: xclbin and instruction sequence, or the one ELF."""
+        return (self.elf,) if self.design.format == "elf" else (self.xclbin, self.insts)
+
     def nbytes(self, arg: str) -> int:
         return int(np.prod(self.design.arg_shape(arg, self.shape))) * np.dtype(self.design.arg_dtype(arg)).itemsize
 
@@ -115,11 +126,14 @@ class Artifact:
 @dataclass(frozen=True)
 class Call:
     """How the host calls every kernel: kernel(opcode, insts, n_words, *buffers), with the
-    instructions on `insts_group_id` and the buffers from `first_arg_group_id` on (mlir-aie's convention)."""
+    instructions on `insts_group_id` and the buffers from `first_arg_group_id` on (mlir-aie's convention);
+    an ELF artifact's kernel is `elf_kernel` in the hardware context the ELF makes, called with the
+    buffers alone (XRT's full-ELF flow)."""
     kernel_name: str
     opcode: int
     insts_group_id: int
     first_arg_group_id: int
+    elf_kernel: str
 
 
 @dataclass(frozen=True)
@@ -128,7 +142,6 @@ class Manifest:
     call: Call
     artifacts: dict[str, dict]   # identity -> build record (files, toolchain, verification)
     path: Path
-    unwritten: frozenset[str] = frozenset()  # kinds whose design has no program yet: nothing to build
 
 
 @functools.lru_cache(maxsize=None)
@@ -146,8 +159,9 @@ def kernels_dir() -> Path:
 @functools.lru_cache(maxsize=None)
 def _read(path: Path, stamp: int) -> Manifest:
     raw = json.loads(path.read_text())
-    if raw.get("version") != 2:
-        raise NpuEpError(f"{path}: kernel manifest version {raw.get('version')} (this npu_ep reads version 2)")
+    if raw.get("version") != 3:  # 3: ELF artifacts, an artifact's "files"
+        raise NpuEpError(f"{path}: kernel manifest version {raw.get('version')} (this npu_ep reads version 3; "
+                         "build the artifacts again: npu-ep kernels build)")
     designs = {}
     for name, entry in raw["designs"].items():
         kind = raw["kinds"][entry["kind"]]
@@ -156,11 +170,11 @@ def _read(path: Path, stamp: int) -> Manifest:
             dtype_out=entry["dtype_out"], tile=tuple(entry["tile"].items()), rows=entry["array"]["rows"],
             cols=entry["array"]["cols"], dims=tuple(kind["dims"]),
             args=tuple((arg, tuple(dims)) for arg, dims in kind["args"].items()), outputs=tuple(kind["outputs"]),
-            types=tuple(kind.get("types", {}).items()), device_only=tuple(kind.get("device_only", ())))
+            types=tuple(kind.get("types", {}).items()), device_only=tuple(kind.get("device_only", ())),
+            format=kind.get("format", "xclbin"))
         if name != f"{entry['kind']}-{entry['dtype_in']}-{entry['device']}":
             raise NpuEpError(f"{path}: design {name!r} must be named <kind>-<dtype>-<device>")
-    unwritten = frozenset(kind for kind, entry in raw["kinds"].items() if entry.get("program") is False)
-    return Manifest(designs, Call(**raw["call"]), raw.get("artifacts", {}), path, unwritten)
+    return Manifest(designs, Call(**raw["call"]), raw.get("artifacts", {}), path)
 
 
 def manifest() -> Manifest:
@@ -218,12 +232,18 @@ def parse(identity: str) -> Artifact:
     return artifact
 
 
-def built(artifact: Artifact) -> tuple[Path, Path] | None:
-    """(xclbin, insts) of a built artifact recorded in the manifest with both files present, else None."""
+def built(artifact: Artifact) -> tuple[Path, ...] | None:
+    """The files of a built artifact recorded in the manifest (xclbin and insts, or its ELF), all
+    present, else None."""
     found = manifest()
     record = found.artifacts.get(artifact.identity)
     folder = kernels_dir()
     if record is None or found.path.parent != folder:
         return None
-    files = folder / record["xclbin"], folder / record["insts"]
+    files = tuple(folder / name for name in record["files"])
     return files if all(path.exists() for path in files) else None
+
+
+def built_identities() -> tuple[str, ...]:
+    """Every artifact the kernels folder's manifest records as built (what a real device can run)."""
+    return tuple(sorted(manifest().artifacts))

@@ -134,7 +134,7 @@ def create_session(onnx_path: str | Path, device: str = "cpu", threads: int | No
     from npu_ep.partition.planner import partition_file
 
     profile = "emulator" if device == "emulator" else npu_profile()
-    partitioned, _ = partition_file(onnx_path, profile, calibrate.calibration, forms=_buildable(device))
+    partitioned, _ = partition_file(onnx_path, profile, calibrate.calibration, real_device=device != "emulator")
     if partitioned == onnx_path:  # nothing worth the NPU here (e.g. one-token decoder steps)
         return ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
     model = onnx.load(str(partitioned))
@@ -175,15 +175,6 @@ def _return_large_buffers() -> None:
     except (AttributeError, OSError):  # not glibc: its allocator has its own policy
         return
     mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES)
-
-
-def _buildable(device: str) -> set[str] | None:
-    """The forms a device session may place: on a real NPU only those whose kernel kind has a
-    program `npu-ep kernels build` can compile (a whole encoder layer's has none yet, so there its
-    parts are placed); the emulated device runs every default form."""
-    from npu_ep.partition.planner import buildable_forms
-
-    return None if device == "emulator" else buildable_forms()
 
 
 def _stamp(onnx_path: Path) -> str:

@@ -51,16 +51,17 @@ def plan(artifact) -> Budget:
     return budget.check()
 
 
-def kernel_object(artifact) -> tuple[str, list[str], str]:
-    """(kernel source, compile flags, object name) of the core kernel."""
+def kernel_object(artifact, scaled: bool = True) -> tuple[str, list[str], str]:
+    """(kernel source, compile flags, object name) of the core kernel. `scaled` False: the scores
+    are not divided by sqrt(D) (an encoder layer's q and k come scaled already)."""
     sq, tk = artifact.design.t["sq"], artifact.design.t["tk"]
     B, S, T, D, L = artifact.shape
-    flags = [f"-DSQ={sq}", f"-DTK={tk}", f"-DHEAD_DIM={D}", f"-DVALID={L}"]
-    return "attention_block.cc", flags, f"attention_{sq}x{tk}x{D}_{L}.o"
+    flags = [f"-DSQ={sq}", f"-DTK={tk}", f"-DHEAD_DIM={D}", f"-DVALID={L}"] + ([] if scaled else ["-DSCORE_SCALE=1.0f"])
+    return "attention_block.cc", flags, f"attention_{sq}x{tk}x{D}_{L}{'' if scaled else '_unscaled'}.o"
 
 
-def program(artifact):
-    """The IRON program of the artifact (imports mlir-aie)."""
+def program(artifact, scaled: bool = True):
+    """The IRON program of the artifact (imports mlir-aie); `scaled` as for `kernel_object`."""
     import numpy as np
     from aie.helpers.taplib import TensorAccessPattern
     from aie.iron import Kernel, ObjectFifo, Program, Runtime, Worker
@@ -76,7 +77,7 @@ def program(artifact):
     bf, f32 = np.dtype[bfloat16], np.dtype[np.float32]
     q_l1, kv_l1, o_l1 = np.ndarray[(sq, D), bf], np.ndarray[(tk, D), bf], np.ndarray[(sq, D), f32]
     q_l2, o_l2 = np.ndarray[(rows * sq, D), bf], np.ndarray[(rows * sq, D), f32]
-    _, _, obj = kernel_object(artifact)
+    _, _, obj = kernel_object(artifact, scaled)
     begin = Kernel("attention_begin", obj, [])
     step = Kernel("attention_step", obj, [q_l1, kv_l1, kv_l1])
     end = Kernel("attention_end", obj, [o_l1])

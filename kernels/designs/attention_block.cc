@@ -1,8 +1,9 @@
 // One core's share of fused attention: for a block of SQ queries, the keys and values arrive in
 // blocks of TK; scores, the running row max and sum and the SQ x HEAD_DIM accumulator stay in this
 // core's memory (online softmax). Keys past VALID are masked. Ours; scalar float arithmetic (not
-// vectorised). Built per artifact with -DSQ -DTK -DHEAD_DIM -DVALID. Never compiled on the
-// machines this project was developed on.
+// vectorised). Built per artifact with -DSQ -DTK -DHEAD_DIM -DVALID, and -DSCORE_SCALE where the
+// scores' factor is not 1/sqrt(HEAD_DIM) (an encoder layer scales q and k before). Never compiled for
+// the AIE on the machines this project was developed on.
 #include <math.h>
 
 #include "bf16_math.h"
@@ -20,7 +21,11 @@ extern "C" void attention_begin() {
 }
 
 extern "C" void attention_step(const uint16_t *q, const uint16_t *k, const uint16_t *v) {
+#ifdef SCORE_SCALE
+  const float scale = SCORE_SCALE;
+#else
   const float scale = 1.0f / sqrtf((float)HEAD_DIM);
+#endif
   int valid = VALID - block * TK;
   if (valid > TK) valid = TK;
   for (int i = 0; i < SQ; ++i) {

@@ -73,8 +73,9 @@ def kernel_object(artifact) -> tuple[str, list[str], str]:
     return source, flags, f"mm_{t['m']}x{t['k']}x{t['n']}_{design.dtype_in}.o"
 
 
-def program(artifact):
-    """The IRON program of the artifact (imports mlir-aie)."""
+def program(artifact, ldc: int | None = None):
+    """The IRON program of the artifact (imports mlir-aie). `ldc`: values between the starts of C's
+    rows (default N); an encoder layer's GEMM phases leave a trailer after each row's N values."""
     import numpy as np
     from aie.helpers.taplib import TensorAccessPattern
     from aie.iron import Kernel, ObjectFifo, Program, Runtime, Worker
@@ -88,6 +89,7 @@ def program(artifact):
     t = design.t
     m, k, n, rows, cols = t["m"], t["k"], t["n"], design.rows, design.cols
     batch, M, K, N = shape_of(artifact)
+    ldc = ldc or N
     r, s, tt = MMUL[(design.device, design.dtype_in)]
     types = {"bf16": bfloat16, "i8": np.int8, "f32": np.float32, "i32": np.int32}
     d_in, d_out = np.dtype[types[design.dtype_in]], np.dtype[types[design.dtype_out]]
@@ -133,7 +135,7 @@ def program(artifact):
     n_slices = N // (n * cols)  # output tiles per core along N, per M-block
     runtime = Runtime()
     with runtime.sequence(np.ndarray[(batch * M * K,), d_in], np.ndarray[(batch * K * N,), d_in],
-                          np.ndarray[(batch * M * N,), d_out]) as (A, B, C):
+                          np.ndarray[(batch * M * ldc,), d_out]) as (A, B, C):
         runtime.start(*workers)
         for block in range(budget.loops["M-blocks"]):  # one task group per M-block: BDs are reused
             h, row0 = divmod(block * rows * m, M)
@@ -148,8 +150,8 @@ def program(artifact):
                 tap = TensorAccessPattern((batch * K, N), h * K * N + j * n, [n_slices, K // k, k, n],
                                           [n * cols, k * N, N, 1])
                 runtime.fill(b_in[j].prod(), B, tap=tap, task_group=group, placement=Tile(j, 0))
-                out = TensorAccessPattern((batch * M, N), h * M * N + row0 * N + j * n, [n_slices, rows * m, n],
-                                          [n * cols, N, 1])
+                out = TensorAccessPattern((batch * M, ldc), h * M * ldc + row0 * ldc + j * n, [n_slices, rows * m, n],
+                                          [n * cols, ldc, 1])
                 runtime.drain(c_out[j].cons(), C, tap=out, wait=True, task_group=group, placement=Tile(j, 0))
             runtime.finish_task_group(group)
     device = NPU1() if design.device == "npu1" else NPU2()

@@ -5,8 +5,8 @@ GELU -> fc2 -> residual, one device run with every intermediate kept on the devi
 The match walks the layer from its first LayerNorm along the exact op sequence of the export and
 collects its constants: six weights, their biases (a zero bias where the export has none, as for
 Whisper's k), both norms, the scalars that scale q and k, and the shape nodes the reshapes read.
-The custom node takes x, the six weights, and two vectors built at rewrite (`vd` [16, D], `vf`
-[2, F]: biases, norms, constants; the int8 weights' column scales are filled in on upload).
+The custom node takes x, the six weights, and two vectors built at rewrite (`vd` [VD_ROWS, D], `vf`
+[VF_ROWS, F]: biases, norms, constants; the int8 weights' column scales are filled in on upload).
 """
 from __future__ import annotations
 
@@ -18,12 +18,30 @@ from onnx import TensorProto, numpy_helper
 
 from npu_ep.forms.base import F32, Candidate, Form, Gemm, GraphIndex, Signature, Work, attributes
 
-# Rows of vd (the device reads the same layout: npu_ep.provider.emulator.VD_*).
-VD_BIAS = {"q": 0, "k": 1, "v": 2, "o": 3, "fc2": 4}
-VD_NORM = (5, 6, 7, 8)  # gamma 1, beta 1, gamma 2, beta 2
-VD_SCALE = {"q": 9, "k": 10, "v": 11, "o": 12, "fc2": 13}
-VD_CONST = 14           # q scale, k scale, epsilon 1, epsilon 2
+# The layer's vectors: vd [VD_ROWS, D] and vf [VF_ROWS, F], one value per column in each row. The
+# device reads them in groups, each the parameters of one of its rows phases (VD_GROUPS: first row,
+# count), so every group is whole rows in multiples of 4 (a phase's blocks of 1, 2 or 4 rows take a
+# group whole) and the rows past the last group are spare (a phase that reads its parameters as rows
+# of D plus its trailer reads that far). `*_scale`: the int8 weights' column scales (1 in bf16);
+# `*_post`: the factor after the bias (the export's q and k scale, 1 for v); `*_eps`: the norm's epsilon
+# in every column. The emulated device and kernels/designs/encoder_layer.py read the same layout.
+VD_ROWS, VF_ROWS = 32, 4
+VD = {"norm1_gamma": 0, "norm1_beta": 1, "norm1_eps": 2,
+      "q_bias": 4, "q_scale": 5, "q_post": 6, "k_bias": 8, "k_scale": 9, "k_post": 10,
+      "v_bias": 12, "v_scale": 13, "v_post": 14,
+      "o_bias": 16, "o_scale": 17, "norm2_gamma": 18, "norm2_beta": 19, "norm2_eps": 20,
+      "fc2_bias": 24, "fc2_scale": 25}
+VF = {"fc1_bias": 0, "fc1_scale": 1}
+VD_GROUPS = {"norm1": (0, 4), "q": (4, 4), "k": (8, 4), "v": (12, 4), "residual1": (16, 8), "residual2": (24, 4)}
+VF_GROUPS = {"gelu": (0, 4)}
+# Which vd/vf row holds each weight's int8 column scales.
+WEIGHT_SCALES = {"wq": ("vd", "q_scale"), "wk": ("vd", "k_scale"), "wv": ("vd", "v_scale"), "wo": ("vd", "o_scale"),
+                 "w1": ("vf", "fc1_scale"), "w2": ("vd", "fc2_scale")}
 WEIGHTS = ("q", "k", "v", "o", "fc1", "fc2")
+# Configurations of the array in one run of the design (kernels/designs/encoder_layer.py): each of
+# its phase programs in turn (the q/k/v GEMMs, and their bias phases, run back to back on one), every
+# one a PDI load; int8 adds the quantization of GELU's rows.
+CONFIGURATIONS = {"bf16": 11, "i8": 12}
 WIDTH_MULTIPLE = 128    # both arrays' GEMM phases take D and F in whole 128s (no padding of a norm's row)
 # Host path per call: the bridge copies x in (4 B per element) and y out (4), the provider copies x
 # into its buffer (read + write) and the bridge copies every weight (4 B per value) on every call.
@@ -247,35 +265,41 @@ class EncoderLayerForm(Form):
                                                   Gemm(H, S, dh, S, False), Gemm(H, S, S, dh, False))
         weights = 4 * D * D + 2 * D * F
         size = 1 if int8 else 2
-        # Intermediates through the scratch in device memory, written once and read once: q, k, v,
-        # the attention, x1 and f (f32), and the norms' outputs.
-        scratch = 2 * 4 * S * (6 * D + F)
-        # Norms and residuals over D, GELU over F; int8 also quantizes the attention's and GELU's rows
-        # (the norms quantize their own output in the same pass). Bias adds ride in the GEMM epilogues.
-        vector = S * (4 * D + F) + (S * (D + F) if int8 else 0)
+        # The design's schedule (kernels/designs/encoder_layer.py): every intermediate goes through the
+        # scratch in device memory, written once and read once: the norms', the attention's and GELU's
+        # outputs in the GEMMs' operand type, the GEMMs' results, q/k/v (bf16) and the attention (f32)
+        # and x1 in 4-byte values.
+        # int8 keeps GELU's output in f32 until its rows are quantized.
+        scratch = 2 * S * (D * (34 + 3 * size) + F * (4 + size + (4 if int8 else 0)))
+        # Its rows phases on the vector units: the first norm, the bias of q, k and v, the attention's
+        # rounding, the first residual with the second norm, bias + GELU, the second residual (int8
+        # quantizes rows in the same passes, and GELU's in one more).
+        vector = S * (7 * D + F + (F if int8 else 0))
         return Work(gemms, int8, (S, D, F, H, S), to_device=4 * S * D, from_device=4 * S * D,
                     host_bytes=4 * S * D * 4 + 4 * weights, weight_bytes=4 * weights,
                     resident_bytes=size * weights + scratch, softmax=H * S * S, vector=vector,
-                    reconfigurations=10 if int8 else 8)
+                    reconfigurations=CONFIGURATIONS[self.dtype(candidate)])
 
     def rewrite(self, candidate, kernel, key, graph):
         constants = {i.name: i for i in graph.initializer}
         array = lambda name: numpy_helper.to_array(constants[name]).astype(np.float32)  # noqa: E731
         D = candidate.weight_dims[0]
         F = candidate.ffn
-        vd = np.zeros((16, D), np.float32)
-        vf = np.zeros((2, F), np.float32)
-        for role, row in VD_BIAS.items():
+        vd = np.zeros((VD_ROWS, D), np.float32)
+        vf = np.zeros((VF_ROWS, F), np.float32)
+        biases = {"q": "q_bias", "k": "k_bias", "v": "v_bias", "o": "o_bias", "fc2": "fc2_bias"}
+        for role, row in biases.items():
             if candidate.biases[role]:
-                vd[row] = array(candidate.biases[role])
-        for name, row in zip(candidate.norms, VD_NORM):
-            vd[row] = array(name)
-        for row in VD_SCALE.values():
-            vd[row] = 1
-        vd[VD_CONST, :4] = candidate.q_scale, candidate.k_scale, *candidate.epsilons
+                vd[VD[row]] = array(candidate.biases[role])
+        for name, row in zip(candidate.norms, ("norm1_gamma", "norm1_beta", "norm2_gamma", "norm2_beta")):
+            vd[VD[row]] = array(name)
+        for row in ("q_scale", "k_scale", "v_scale", "o_scale", "fc2_scale", "v_post"):
+            vd[VD[row]] = 1
+        vd[VD["q_post"]], vd[VD["k_post"]] = candidate.q_scale, candidate.k_scale
+        vd[VD["norm1_eps"]], vd[VD["norm2_eps"]] = candidate.epsilons
         if candidate.biases["fc1"]:
-            vf[0] = array(candidate.biases["fc1"])
-        vf[1] = 1
+            vf[VF["fc1_bias"]] = array(candidate.biases["fc1"])
+        vf[VF["fc1_scale"]] = 1
         names = [f"{candidate.name}/npu_vd", f"{candidate.name}/npu_vf"]
         graph.initializer.extend([numpy_helper.from_array(vd, names[0]), numpy_helper.from_array(vf, names[1])])
         H = self.dims(candidate)[3]
@@ -289,11 +313,12 @@ class EncoderLayerForm(Form):
             if dtype != "i8":
                 return {**weights, "vd": vd, "vf": vf}
             vd_, vf_ = vd.copy(), vf.copy()
-            rows = {"wq": VD_SCALE["q"], "wk": VD_SCALE["k"], "wv": VD_SCALE["v"], "wo": VD_SCALE["o"], "w2": VD_SCALE["fc2"]}
+            vectors = {"vd": vd_, "vf": vf_}
             out = {}
             for name, w in weights.items():
                 out[name], scale = quantize_columns(w)
-                (vf_[1] if name == "w1" else vd_[rows[name]])[:] = scale
+                buffer, row = WEIGHT_SCALES[name]
+                vectors[buffer][(VD if buffer == "vd" else VF)[row]] = scale
             return {**out, "vd": vd_, "vf": vf_}
 
         w_id = backend.fingerprint(wq) + backend.fingerprint(w2) + backend.fingerprint(vd)
@@ -303,25 +328,27 @@ class EncoderLayerForm(Form):
     def cpu(self, run, x, wq, wk, wv, wo, w1, w2, vd, vf, heads):
         """The layer through ONNX Runtime's own kernels, op by op as the graph has it."""
         _, S, D = x.shape
-        q_scale, k_scale, eps1, eps2 = (float(c) for c in vd[VD_CONST, :4])
-        g1, b1, g2, b2 = (vd[row] for row in VD_NORM)
+        q_scale, k_scale = float(vd[VD["q_post"], 0]), float(vd[VD["k_post"], 0])
+        eps1, eps2 = float(vd[VD["norm1_eps"], 0]), float(vd[VD["norm2_eps"], 0])
+        g1, b1, g2, b2 = (vd[VD[row]] for row in ("norm1_gamma", "norm1_beta", "norm2_gamma", "norm2_beta"))
+        bias = {role: vd[VD[f"{role}_bias"]] for role in ("q", "k", "v", "o", "fc2")}
 
         def heads_of(t: np.ndarray) -> np.ndarray:
             return run("Transpose", [run("Reshape", [t, np.array([1, S, heads, D // heads], np.int64)])], perm=[0, 2, 1, 3])
 
         h = run("LayerNormalization", [x, g1, b1], epsilon=eps1, axis=-1)
-        q = run("Mul", [run("Add", [run("MatMul", [h, wq]), vd[VD_BIAS["q"]]]), np.array(q_scale, np.float32)])
-        k = run("Mul", [run("Add", [run("MatMul", [h, wk]), vd[VD_BIAS["k"]]]), np.array(k_scale, np.float32)])
-        v = run("Add", [run("MatMul", [h, wv]), vd[VD_BIAS["v"]]])
+        q = run("Mul", [run("Add", [run("MatMul", [h, wq]), bias["q"]]), np.array(q_scale, np.float32)])
+        k = run("Mul", [run("Add", [run("MatMul", [h, wk]), bias["k"]]), np.array(k_scale, np.float32)])
+        v = run("Add", [run("MatMul", [h, wv]), bias["v"]])
         kt = run("Transpose", [heads_of(k)], perm=[0, 1, 3, 2])
         p = run("Softmax", [run("MatMul", [heads_of(q), kt])], axis=-1)
         a = run("Reshape", [run("Transpose", [run("MatMul", [p, heads_of(v)])], perm=[0, 2, 1, 3]),
                             np.array([1, S, D], np.int64)])
-        x1 = run("Add", [x, run("Add", [run("MatMul", [a, wo]), vd[VD_BIAS["o"]]])])
-        f = run("Add", [run("MatMul", [run("LayerNormalization", [x1, g2, b2], epsilon=eps2, axis=-1), w1]), vf[0]])
+        x1 = run("Add", [x, run("Add", [run("MatMul", [a, wo]), bias["o"]])])
+        f = run("Add", [run("MatMul", [run("LayerNormalization", [x1, g2, b2], epsilon=eps2, axis=-1), w1]), vf[VF["fc1_bias"]]])
         gelu = run("Mul", [run("Mul", [f, run("Add", [run("Erf", [run("Div", [f, np.array(np.sqrt(2), np.float32)])]),
                                                        np.array(1, np.float32)])]), np.array(0.5, np.float32)])
-        return run("Add", [x1, run("Add", [run("MatMul", [gelu, w2]), vd[VD_BIAS["fc2"]]])])
+        return run("Add", [x1, run("Add", [run("MatMul", [gelu, w2]), bias["fc2"]])])
 
 
 class EncoderLayerInt8Form(EncoderLayerForm):

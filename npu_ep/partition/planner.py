@@ -1,6 +1,7 @@
 """Placing each GEMM node on the NPU or the CPU with the cost model, and writing partitioned copies."""
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from collections.abc import Callable
@@ -14,8 +15,9 @@ from npu_ep.partition import cost, graph, profiles, rewrite
 from npu_ep import kernels
 
 # 2: no copy for files with nothing offloaded; a .json record per copy; 3: kernels named by design;
-# 4: the artifacts to warm up in the summary; 5: op forms (convolutions, attention); 6: encoder layers
-PARTITION_VERSION = 6
+# 4: the artifacts to warm up in the summary; 5: op forms (convolutions, attention); 6: encoder layers;
+# 7: the encoder layer's vectors laid out for its design's rows phases, blocks only when built (real NPU)
+PARTITION_VERSION = 7
 # The NPU must win by this share of the CPU time: it absorbs the projection's error, so a node
 # never moves for a predicted gain smaller than the model can resolve.
 MARGIN = 0.8
@@ -57,15 +59,6 @@ class Plan:
         return sum(p.chosen_ms for p in self.placements)
 
 
-def buildable_forms() -> set[str]:
-    """The default forms whose kernel kind has a program `npu-ep kernels build` can compile: what a
-    real NPU can run (a whole encoder layer's program is not written yet, so there its parts go)."""
-    from npu_ep import forms
-
-    unwritten = kernels.manifest().unwritten
-    return {name for name, form in forms.BY_NAME.items() if not form.opt_in and form.kernel_kind not in unwritten}
-
-
 def _load(model: str | Path | onnx.ModelProto) -> tuple[onnx.ModelProto, str]:
     if isinstance(model, onnx.ModelProto):
         return model, model.graph.name or "model"
@@ -79,10 +72,14 @@ def _load(model: str | Path | onnx.ModelProto) -> tuple[onnx.ModelProto, str]:
 
 
 def plan(model: str | Path | onnx.ModelProto, device: str, calibration: cost.Calibration,
-         dims: dict[str, int] | None = None, name: str | None = None, forms: set[str] | None = None) -> Plan:
+         dims: dict[str, int] | None = None, name: str | None = None, forms: set[str] | None = None,
+         built: Callable[[kernels.Artifact], bool] | None = None) -> Plan:
     """Decide every candidate's place for `device` (a profile name), priced with `calibration`
     (this machine's: `npu_ep.calibrate.calibration()`); `forms` limits the op forms considered
-    (names from npu_ep.forms; by default every form but the opt-in ones, e.g. the int8 layer)."""
+    (names from npu_ep.forms; by default every form but the opt-in ones, e.g. the int8 layer).
+    `built` (a real NPU's session): a block (fused attention, a whole layer) whose artifact it says
+    is not built stays unplaced, so its parts go, which may be built; without it every artifact
+    counts as buildable (what `npu-ep kernels build` selects, and the emulated device)."""
     proto, default_name = _load(model)
     name = name or default_name
     profile = profiles.profile(device)
@@ -91,7 +88,12 @@ def plan(model: str | Path | onnx.ModelProto, device: str, calibration: cost.Cal
     graph.resolve_shapes(proto, candidates, dims)
     placements, blocks = [], []
     for c in candidates:
-        (blocks if c.form.block else placements).append(_place(c, profile, calibration))
+        placed = _place(c, profile, calibration)
+        if c.form.block and built is not None and placed.device == "npu" \
+                and not built(kernels.placed_artifact(placed.kernel, c)):
+            placed.device = "cpu"
+            placed.reason = f"kernel {kernels.placed_artifact(placed.kernel, c).identity} not built: its parts go instead"
+        (blocks if c.form.block else placements).append(placed)
     alternatives = []
     # Smaller blocks first: a layer is weighed against its attention block as placed, not its parts.
     for block in sorted(blocks, key=lambda b: len(b.candidate.replaced)):
@@ -162,17 +164,21 @@ def partitioned_path(onnx_path: Path, device: str) -> Path:
     return onnx_path.with_name(f"{onnx_path.stem}.{device}.onnx")
 
 
-def _source_stamp(onnx_path: Path, forms: set[str] | None) -> str:
+def _source_stamp(onnx_path: Path, forms: set[str] | None, real_device: bool) -> str:
     stat = onnx_path.stat()
     chosen = ",".join(sorted(forms)) if forms is not None else "default"
-    return f"{stat.st_size}:{stat.st_mtime_ns}:{PARTITION_VERSION}:{cost.machine_id()}:{chosen}"
+    # A real device's placement depends on which artifacts are built: building one makes it again.
+    built = hashlib.sha256(",".join(kernels.built_identities()).encode()).hexdigest()[:16] if real_device else "any"
+    return f"{stat.st_size}:{stat.st_mtime_ns}:{PARTITION_VERSION}:{cost.machine_id()}:{chosen}:{built}"
 
 
 def partition_file(onnx_path: str | Path, device: str, calibration: Callable[[], cost.Calibration],
-                   force: bool = False, forms: set[str] | None = None) -> tuple[Path, Plan | None]:
+                   force: bool = False, forms: set[str] | None = None,
+                   real_device: bool = False) -> tuple[Path, Plan | None]:
     """Write (or reuse, if up to date) the partitioned copy beside `onnx_path`; returns the file to run
     and the plan when one was computed. `calibration` is called only when a plan is needed; `forms`
-    as for `plan` (the copy is made again when they change).
+    as for `plan` (the copy is made again when they change); `real_device`: place for a real NPU,
+    blocks only where their artifact is built (made again when the built artifacts change).
 
     A small record (`<stem>.<device>.json`) holds the source's stamp and the decision, so reuse costs
     no parse of the copy. A file with nothing worth the NPU (the one-token decoders) gets no copy,
@@ -181,7 +187,7 @@ def partition_file(onnx_path: str | Path, device: str, calibration: Callable[[],
     onnx_path = Path(onnx_path)
     target = partitioned_path(onnx_path, device)
     record = target.with_suffix(".json")
-    stamp = _source_stamp(onnx_path, forms)
+    stamp = _source_stamp(onnx_path, forms, real_device)
     if not force and record.exists():
         try:
             known = json.loads(record.read_text())
@@ -190,7 +196,8 @@ def partition_file(onnx_path: str | Path, device: str, calibration: Callable[[],
         if known.get("source") == stamp and (known.get("offloaded") == 0 or target.exists()):
             return (target if known["offloaded"] else onnx_path), None
     proto, _ = _load(onnx_path)
-    chosen = plan(proto, device, calibration(), name=f"{onnx_path.parent.name}/{onnx_path.stem}", forms=forms)
+    chosen = plan(proto, device, calibration(), name=f"{onnx_path.parent.name}/{onnx_path.stem}", forms=forms,
+                  built=(lambda artifact: kernels.built(artifact) is not None) if real_device else None)
     target.unlink(missing_ok=True)
     if chosen.offloaded:
         temporary = target.with_suffix(".tmp")

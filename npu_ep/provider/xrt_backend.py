@@ -55,7 +55,7 @@ class _Kernel:
     artifact: Artifact
     context: object
     handle: object
-    insts_bo: object
+    insts_bo: object     # None for an ELF artifact (its sequence is in the ELF)
     n_words: int
 
 
@@ -198,36 +198,47 @@ class Backend:
         return self._xrt
 
     def _kernel(self, artifact: Artifact) -> _Kernel:
-        """The artifact's xclbin registered, its hardware context and kernel, its instructions on the device."""
+        """The artifact opened: its xclbin registered with its hardware context, kernel and instructions
+        on the device, or (format elf) the hardware context its ELF makes and the ELF's kernel."""
         kernel = self._kernels.get(artifact.identity)
         if kernel is None:
             xrt = self._open()
             call = manifest().call
+            elf = artifact.design.format == "elf"
             if self._emulated:
-                xclbin_path, words = kernels.kernels_dir() / artifact.xclbin, self._emulated(artifact)
+                files = [kernels.kernels_dir() / name for name in artifact.files]
             else:
                 files = kernels.built(artifact)
                 if files is None:
                     raise NpuFault(f"kernel {artifact.identity} not built (npu-ep kernels build, see kernels/README.md)")
-                xclbin_path, words = files[0], np.fromfile(files[1], dtype=np.uint32)
-            xclbin = xrt.xclbin(str(xclbin_path))
-            self._device.register_xclbin(xclbin)
-            context = xrt.hw_context(self._device, xclbin.get_uuid())
-            handle = xrt.kernel(context, call.kernel_name)
-            insts_bo = xrt.bo(self._device, words.nbytes, xrt.bo.flags.cacheable, handle.group_id(call.insts_group_id))
-            insts_bo.write(words, 0)
-            insts_bo.sync(xrt.xclBOSyncDirection.XCL_BO_SYNC_BO_TO_DEVICE)
-            kernel = self._kernels[artifact.identity] = _Kernel(artifact, context, handle, insts_bo, int(words.size))
+            if elf:
+                context = xrt.hw_context(self._device, xrt.elf(str(files[0])))
+                kernel = _Kernel(artifact, context, xrt.ext.kernel(context, call.elf_kernel), None, 0)
+            else:
+                words = self._emulated(artifact) if self._emulated else np.fromfile(files[1], dtype=np.uint32)
+                xclbin = xrt.xclbin(str(files[0]))
+                self._device.register_xclbin(xclbin)
+                context = xrt.hw_context(self._device, xclbin.get_uuid())
+                handle = xrt.kernel(context, call.kernel_name)
+                insts_bo = xrt.bo(self._device, words.nbytes, xrt.bo.flags.cacheable, handle.group_id(call.insts_group_id))
+                insts_bo.write(words, 0)
+                insts_bo.sync(xrt.xclBOSyncDirection.XCL_BO_SYNC_BO_TO_DEVICE)
+                kernel = _Kernel(artifact, context, handle, insts_bo, int(words.size))
+            self._kernels[artifact.identity] = kernel
         return kernel
 
     def _bo(self, kernel: _Kernel, arg: str):
         """A buffer of exactly the size the artifact's shape gives `arg`: host_only and zeroed, or
-        device_only (never mapped nor synced) for the design's scratch."""
+        device_only (never mapped nor synced) for the design's scratch; an ELF's are XRT's ext buffers."""
         xrt, design = self._xrt, kernel.artifact.design
         index = [name for name, _ in design.args].index(arg)
         device_only = arg in design.device_only
-        bo = xrt.bo(self._device, kernel.artifact.nbytes(arg), xrt.bo.flags.device_only if device_only
-                    else xrt.bo.flags.host_only, kernel.handle.group_id(manifest().call.first_arg_group_id + index))
+        size = kernel.artifact.nbytes(arg)
+        if kernel.insts_bo is None:
+            bo = xrt.ext.bo(self._device, size)
+        else:
+            bo = xrt.bo(self._device, size, xrt.bo.flags.device_only if device_only else xrt.bo.flags.host_only,
+                        kernel.handle.group_id(manifest().call.first_arg_group_id + index))
         if not device_only:
             np.frombuffer(bo.map(), dtype=np.uint8)[:] = 0
         return bo
@@ -239,7 +250,8 @@ class Backend:
         views = {arg: np.frombuffer(bo.map(), dtype=design.arg_dtype(arg)).reshape(
             design.arg_shape(arg, kernel.artifact.shape)) for arg, bo in bos.items() if arg not in design.device_only}
         run = self._xrt.run(kernel.handle)
-        for index, value in enumerate((manifest().call.opcode, kernel.insts_bo, kernel.n_words, *bos.values())):
+        call = () if kernel.insts_bo is None else (manifest().call.opcode, kernel.insts_bo, kernel.n_words)
+        for index, value in enumerate((*call, *bos.values())):
             run.set_arg(index, value)
         prepared = node.runs[kernel.artifact.identity] = _Run(views, bos, run)
         return prepared

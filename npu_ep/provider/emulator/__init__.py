@@ -10,6 +10,10 @@ synced each way and keeps the kernels' own compute time separate (`compute_secon
 overhead can be measured without it. `inject_fault` makes the next operations fail the way real
 hardware can.
 
+Artifacts of format "elf" (an encoder layer) come as ELF files instead, opened the way XRT's full-ELF
+flow opens them (`elf`, `hw_context(device, elf)`, `ext.kernel(context, "main:sequence")`, `ext.bo`),
+their runs taking the buffers alone.
+
 Emulator-only additions: `stats`, `inject_fault`, `clear_faults`, `build_instructions` (stands in
 for mlir-aie's build of an artifact's instruction sequence), `without_compute`, `COMPUTE` (each
 kernel kind's math).
@@ -28,6 +32,7 @@ from typing import Callable
 import numba
 import numpy as np
 
+from npu_ep.forms.layer import VD, VF
 from npu_ep.provider import bf16
 from npu_ep.kernels import Artifact, manifest, parse
 
@@ -132,13 +137,6 @@ def _attention(artifact: Artifact, buffers: dict[str, np.ndarray]) -> None:
     buffers["o"][...] = np.matmul(bf16.to_f32(bf16.from_f32(probabilities)), v)
 
 
-# Rows of the encoder layer's vector buffer vd [16, D] (vf [2, F]: fc1's bias, fc1's column scales).
-VD_BIAS = {"q": 0, "k": 1, "v": 2, "o": 3, "2": 4}
-VD_NORM = {"g1": 5, "b1": 6, "g2": 7, "b2": 8}
-VD_SCALE = {"q": 9, "k": 10, "v": 11, "o": 12, "2": 13}  # int8: each weight's per-column scale (1 in bf16)
-VD_CONST = 14  # [q scale, k scale, LayerNorm 1 epsilon, LayerNorm 2 epsilon, 0, ...]
-
-
 @numba.vectorize(["float32(float32)"], cache=True)
 def _gelu(x):  # the exact (erf) GELU Whisper uses, in fp32 on the vector units
     return np.float32(0.5) * x * (np.float32(1.0) + np.float32(math.erf(x * 0.7071067811865476)))
@@ -172,23 +170,22 @@ def _encoder_layer(artifact: Artifact, buffers: dict[str, np.ndarray]) -> None:
     S, D, F, H, L = artifact.shape
     int8 = artifact.design.dtype_in == "i8"
     vd, vf = buffers["vd"], buffers["vf"]
-    q_scale, k_scale, eps1, eps2 = (float(c) for c in vd[VD_CONST, :4])
+    row = lambda name: vd[VD[name]]  # noqa: E731
     x = buffers["x"][:L]
 
     def gemm(a: np.ndarray, name: str, bias: np.ndarray, scale: np.ndarray) -> np.ndarray:
         return _layer_gemm(a, buffers[name], scale, int8) + bias
 
-    h = _layer_norm(x, vd[VD_NORM["g1"]], vd[VD_NORM["b1"]], eps1)
-    q = gemm(h, "wq", vd[VD_BIAS["q"]], vd[VD_SCALE["q"]]) * np.float32(q_scale)
-    k = gemm(h, "wk", vd[VD_BIAS["k"]], vd[VD_SCALE["k"]]) * np.float32(k_scale)
-    v = gemm(h, "wv", vd[VD_BIAS["v"]], vd[VD_SCALE["v"]])
+    h = _layer_norm(x, row("norm1_gamma"), row("norm1_beta"), float(row("norm1_eps")[0]))
+    q, k, v = (gemm(h, f"w{p}", row(f"{p}_bias"), row(f"{p}_scale")) * row(f"{p}_post") for p in "qkv")
     heads = [bf16.to_f32(bf16.from_f32(t.reshape(L, H, D // H).transpose(1, 0, 2))) for t in (q, k, v)]
     scores = np.matmul(heads[0], heads[1].transpose(0, 2, 1))
     probabilities = _softmax_f32(scores, L)
     attended = np.matmul(bf16.to_f32(bf16.from_f32(probabilities)), heads[2]).transpose(1, 0, 2).reshape(L, D)
-    x1 = x + gemm(attended, "wo", vd[VD_BIAS["o"]], vd[VD_SCALE["o"]])
-    f = _gelu(gemm(_layer_norm(x1, vd[VD_NORM["g2"]], vd[VD_NORM["b2"]], eps2), "w1", vf[0], vf[1]))
-    buffers["y"][:L] = x1 + gemm(f, "w2", vd[VD_BIAS["2"]], vd[VD_SCALE["2"]])
+    x1 = x + gemm(attended, "wo", row("o_bias"), row("o_scale"))
+    h2 = _layer_norm(x1, row("norm2_gamma"), row("norm2_beta"), float(row("norm2_eps")[0]))
+    f = _gelu(gemm(h2, "w1", vf[VF["fc1_bias"]], vf[VF["fc1_scale"]]))
+    buffers["y"][:L] = x1 + gemm(f, "w2", row("fc2_bias"), row("fc2_scale"))
 
 
 # Each kernel kind's math on the artifact's buffers (viewed with their padded shapes and types).
@@ -243,17 +240,24 @@ class _xclbin_kernel:
         return self._name
 
 
+def _artifact_of(path: str, suffix: str, what: str) -> Artifact:
+    name = Path(path).name
+    try:
+        if not name.endswith(suffix):
+            raise ValueError(f"not a {suffix} file")
+        found = parse(name[:-len(suffix)])
+    except ValueError as why:
+        raise RuntimeError(f"{path}: not a valid {what} ({why})") from None
+    if found.design.format != suffix[1:]:
+        raise RuntimeError(f"{path}: not a valid {what} ({found.design.kind} kernels are built as {found.design.format})")
+    if _fault("bad_xclbin"):
+        raise RuntimeError(f"{path}: not a valid {what} (damaged)")
+    return found
+
+
 class xclbin:
     def __init__(self, path: str) -> None:
-        name = Path(path).name
-        try:
-            if not name.endswith(".xclbin"):
-                raise ValueError("not an .xclbin file")
-            self._artifact = parse(name[:-len(".xclbin")])
-        except ValueError as why:
-            raise RuntimeError(f"{path}: not a valid xclbin ({why})") from None
-        if _fault("bad_xclbin"):
-            raise RuntimeError(f"{path}: not a valid xclbin (damaged)")
+        self._artifact = _artifact_of(path, ".xclbin", "xclbin")
         self._uuid = uuid(str(_uuid.uuid5(_uuid.NAMESPACE_URL, self._artifact.identity)))
 
     def get_uuid(self) -> uuid:
@@ -263,13 +267,25 @@ class xclbin:
         return [_xclbin_kernel(manifest().call.kernel_name)]
 
 
+class elf:
+    """A full ELF (the artifacts of kinds of format "elf"): its configurations and its sequence."""
+
+    def __init__(self, path: str) -> None:
+        self._artifact = _artifact_of(path, ".elf", "ELF")
+
+
 class hw_context:
-    def __init__(self, device_: device, uuid_: uuid) -> None:
-        if uuid_.to_string() not in device_._registered:
+    def __init__(self, device_: device, config: "uuid | elf") -> None:
+        if isinstance(config, elf):
+            found = config._artifact
+        elif config.to_string() in device_._registered:
+            found = device_._registered[config.to_string()]
+        else:
             raise RuntimeError("hw_context: xclbin not registered on this device")
         if _fault("busy"):
             raise RuntimeError("hw_context: device busy (no free AIE partition)")
-        self._artifact = device_._registered[uuid_.to_string()]
+        self._artifact = found
+        self._elf = isinstance(config, elf)
 
 
 class bo:
@@ -314,8 +330,9 @@ class bo:
 class kernel:
     def __init__(self, context: hw_context, name: str) -> None:
         self._call = manifest().call
-        if name != self._call.kernel_name:
-            raise RuntimeError(f"kernel {name!r} not found in the xclbin")
+        self._elf = context._elf
+        if name != (self._call.elf_kernel if self._elf else self._call.kernel_name):
+            raise RuntimeError(f"kernel {name!r} not found in the {'ELF' if self._elf else 'xclbin'}")
         self._artifact = context._artifact
         design, shape = self._artifact.design, self._artifact.shape
         # Each buffer argument's exact size, type and shape, checked on every run.
@@ -331,6 +348,17 @@ class kernel:
             started.set_arg(index, arg)
         started.start()
         return started
+
+
+class _ext_bo(bo):
+    def __init__(self, device_: device, size: int) -> None:
+        super().__init__(device_, size, bo.flags.host_only, 0)
+
+
+class ext:
+    """pyxrt's `ext` submodule: the kernel and buffer classes of XRT's full-ELF flow."""
+    kernel = kernel
+    bo = _ext_bo
 
 
 class run:
@@ -366,17 +394,18 @@ class run:
     def _execute(self) -> ert_cmd_state:
         artifact = self._kernel._artifact
         design, call = artifact.design, self._kernel._call
-        opcode, insts, n_words = (self._args.get(i) for i in range(3))
-        if opcode != call.opcode or not isinstance(insts, bo) or n_words != 2 + len(artifact.shape):
-            return self._refuse(f"{artifact.identity}: not called as kernel(opcode, insts, n_words, ...)")
-        header = insts._data[:4 * n_words].view(np.uint32).tolist()
-        if header[0] != _INSTS_MAGIC:
-            return self._refuse(f"{artifact.identity}: the instruction buffer holds no instruction sequence")
-        if tuple(header[2:]) != artifact.shape:
-            return self._refuse(f"{artifact.identity}: instructions built for shape {tuple(header[2:])}, "
-                                f"the xclbin for {artifact.shape}")
+        if not self._kernel._elf:  # an ELF holds its own sequence: the run takes the buffers alone
+            opcode, insts, n_words = (self._args.get(i) for i in range(3))
+            if opcode != call.opcode or not isinstance(insts, bo) or n_words != 2 + len(artifact.shape):
+                return self._refuse(f"{artifact.identity}: not called as kernel(opcode, insts, n_words, ...)")
+            header = insts._data[:4 * n_words].view(np.uint32).tolist()
+            if header[0] != _INSTS_MAGIC:
+                return self._refuse(f"{artifact.identity}: the instruction buffer holds no instruction sequence")
+            if tuple(header[2:]) != artifact.shape:
+                return self._refuse(f"{artifact.identity}: instructions built for shape {tuple(header[2:])}, "
+                                    f"the xclbin for {artifact.shape}")
         buffers = {}
-        for index, (arg, nbytes, dtype, shape) in enumerate(self._kernel._layout, start=3):
+        for index, (arg, nbytes, dtype, shape) in enumerate(self._kernel._layout, start=0 if self._kernel._elf else 3):
             buffer = self._args.get(index)
             if not isinstance(buffer, bo) or buffer._data.size != nbytes:
                 size = buffer._data.size if isinstance(buffer, bo) else None
