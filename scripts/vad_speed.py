@@ -8,7 +8,9 @@ transcribes them in interleaved rounds on one loaded pipeline and prints the med
 
     python scripts/vad_speed.py --model tiny.en --threads 2 --repeat 3 [--jfk ../shared/audio/jfk.flac]
 
-The silent part's cost is (speech + silence, VAD) / (speech alone, VAD) - 1.
+The silent part's cost is 1 - (cut, VAD) / (speech + silence, VAD), where `cut` is exactly the speech
+VAD keeps from speech_silence.flac, end to end (checked: VAD on it keeps all of it), so both runs decode
+the same audio and only the silence differs.
 """
 from __future__ import annotations
 
@@ -96,8 +98,8 @@ def main() -> int:
     parser.add_argument("--jfk", type=Path, help="a real speech clip to include (e.g. ../shared/audio/jfk.flac)")
     parser.add_argument("--speech-minutes", type=float, default=20.0)
     parser.add_argument("--silence-minutes", type=float, default=40.0)
-    parser.add_argument("--cases", default="speech+vad,spaced+vad,speech,spaced",
-                        help="which runs, each round (default: all four)")
+    parser.add_argument("--cases", default="cut+vad,spaced+vad,speech+vad,speech,spaced",
+                        help="which runs, each round (default: all five)")
     parser.add_argument("--build-only", action="store_true", help="make the clips and stop")
     args = parser.parse_args()
 
@@ -113,7 +115,17 @@ def main() -> int:
     from npu_ep.whisper.formats import transcript_text
     from npu_ep.whisper.vad import speech_chunks
 
-    cases = {"speech+vad": (speech_path, True), "spaced+vad": (spaced_path, True),
+    from npu_ep.whisper.vad import join_speech
+
+    cut_path = args.clips / "cut.flac"
+    if not cut_path.is_file():
+        spaced = load_audio(spaced_path)
+        soundfile.write(cut_path, join_speech(spaced, speech_chunks(spaced, threads=args.threads)), SAMPLE_RATE)
+    cut = load_audio(cut_path)
+    kept = join_speech(cut, speech_chunks(cut, threads=args.threads))
+    print(f"{cut_path}: {len(cut) / SAMPLE_RATE / 60:.1f} min; VAD keeps {len(kept) / len(cut):.4f} of it",
+          file=sys.stderr)
+    cases = {"speech+vad": (speech_path, True), "spaced+vad": (spaced_path, True), "cut+vad": (cut_path, True),
              "speech": (speech_path, False), "spaced": (spaced_path, False)}
     chosen = [name for name in args.cases.split(",") if name]
     pipeline = npu_ep.Pipeline(args.model, threads=args.threads)
@@ -129,10 +141,10 @@ def main() -> int:
             texts[name] = transcript_text(segments)
             print(f"round {round_ + 1} {name}: {seconds[name][-1]:.1f} s", file=sys.stderr, flush=True)
     vad_seconds = {}
-    for name, path in (("speech", speech_path), ("spaced", spaced_path)):
+    for name, path in (("speech", speech_path), ("spaced", spaced_path), ("cut", cut_path)):
         samples = load_audio(path)
         started = time.perf_counter()
-        speech_chunks(samples)
+        speech_chunks(samples, threads=args.threads)
         vad_seconds[name] = time.perf_counter() - started
 
     median = {name: statistics.median(values) for name, values in seconds.items()}
@@ -143,13 +155,17 @@ def main() -> int:
         path, vad_filter = cases[name]
         rounds = ", ".join(f"{value:.1f}" for value in seconds[name])
         print(f"| {name} | {soundfile.info(path).duration / 60:.1f} min | {median[name]:.1f} ({rounds}) |")
-    print(f"\nSilero VAD alone: {vad_seconds['speech']:.1f} s on speech.flac, {vad_seconds['spaced']:.1f} s on "
-          "speech_silence.flac")
+    print(f"\nSilero VAD alone: {vad_seconds['speech']:.2f} s on speech.flac, {vad_seconds['spaced']:.2f} s on "
+          f"speech_silence.flac, {vad_seconds['cut']:.2f} s on cut.flac")
     if {"speech+vad", "spaced+vad"} <= median.keys():
         result["silence_share_with_vad"] = 1 - median["speech+vad"] / median["spaced+vad"]
         result["wer_spaced_vs_speech_with_vad"] = wer(texts["speech+vad"], texts["spaced+vad"])
         print(f"silent part's share of the speech+silence run with VAD: {100 * result['silence_share_with_vad']:.1f} %")
         print(f"word difference between the two VAD transcripts: {result['wer_spaced_vs_speech_with_vad']:.2f} % WER")
+    if {"cut+vad", "spaced+vad"} <= median.keys():
+        result["silence_share_exact_cut"] = 1 - median["cut+vad"] / median["spaced+vad"]
+        print(f"silent part's share against the exact cut: {100 * result['silence_share_exact_cut']:.1f} % "
+              f"(transcripts {'equal' if texts['cut+vad'] == texts['spaced+vad'] else 'differ'})")
     if {"spaced", "spaced+vad"} <= median.keys():
         print(f"speech + silence, without VAD / with VAD: {median['spaced'] / median['spaced+vad']:.2f}x")
     (args.clips / "vad_speed.json").write_text(json.dumps(result, indent=1))
