@@ -112,6 +112,9 @@ def create_session(onnx_path: str | Path, device: str = "cpu", threads: int | No
     # The arena keeps every peak a new prompt length or fallback batch asks for, so peak memory grows
     # over long audio; without it, it stays nearly flat at the same speed (docs/measurements.md).
     options.enable_cpu_mem_arena = False
+    # ORT warns at load that an initializer listed as an input (the first-pass decoder's LOGITS_START default)
+    # is not folded as a constant: that is what makes it a default. Its errors still show.
+    options.log_severity_level = 3
     _return_large_buffers()
     threads = intra_op_threads(threads)
     if threads:

@@ -168,7 +168,7 @@ def test_prompt_changes_the_prefix(random_parts, encoder_states, monkeypatch) ->
     model, tokenizer, decoder = random_parts
     openings = []
     start = model.start
-    monkeypatch.setattr(model, "start", lambda tokens, states: openings.append(list(tokens)) or start(tokens, states))
+    monkeypatch.setattr(model, "start", lambda tokens, *args: openings.append(list(tokens)) or start(tokens, *args))
     sot = tokenizer.sot_sequence(None, "transcribe")
     options = DecodeOptions(logprob_threshold=None, compression_ratio_threshold=None, temperature=0.0)
     prompt = [843, 523, 616] * 100  # longer than half the context
@@ -179,6 +179,33 @@ def test_prompt_changes_the_prefix(random_parts, encoder_states, monkeypatch) ->
     assert openings == [sot, [tokenizer.sot_prev, *prompt[-room:], *sot]]
     # And it conditions on them: the no-speech probability read at <|startoftranscript|> moves.
     assert abs(with_prompt.no_speech_prob - without.no_speech_prob) > 1e-6
+
+
+def test_prompted_opening_computes_logits_from_the_start_of_transcript(random_parts, encoder_states) -> None:
+    """A window's opening pass asks the graph for logits from <|startoftranscript|> on: the same values the
+    whole pass gives there, and the no-speech probability read at that position, not over the prompt."""
+    model, tokenizer, decoder = random_parts
+    assert model.has_logits_start
+    sot = tokenizer.sot_sequence(None, "transcribe")
+    prompt = [843, 523, 616] * 20
+    opening_tokens = [tokenizer.sot_prev, *prompt, *sot]
+    first = opening_tokens.index(tokenizer.sot)
+    full = model.start(opening_tokens, encoder_states).logits
+    sliced = model.start(opening_tokens, encoder_states, first).logits
+    assert full.shape[0] == len(opening_tokens) and sliced.shape[0] == len(opening_tokens) - first
+    assert np.abs(sliced - full[first:]).max() < 1e-4
+    at_sot = full[first].astype(np.float64)
+    expected = np.exp(at_sot[tokenizer.no_speech] - at_sot.max()) / np.exp(at_sot - at_sot.max()).sum()
+    options = DecodeOptions(logprob_threshold=None, compression_ratio_threshold=None, temperature=0.0)
+    result = decoder.decode(encoder_states, sot, prompt, options)
+    assert abs(result.no_speech_prob - expected) < 1e-5
+    # A folder exported before the graph took the position: every position is computed and sliced here.
+    model.has_logits_start = False
+    try:
+        assert np.abs(model.start(opening_tokens, encoder_states, first).logits - sliced).max() < 1e-4
+        assert decoder.decode(encoder_states, sot, prompt, options).tokens == result.tokens
+    finally:
+        model.has_logits_start = True
 
 
 def test_english_only_tokenizer_rejects_other_languages(random_parts) -> None:
@@ -284,7 +311,7 @@ def test_prefix_is_forced_and_hotwords_prompt(random_parts, encoder_states, monk
     result = decoder.decode(encoder_states, sot, [], options, prefix=prefix)
     assert result.tokens[: len(prefix) + 1] == [tb, *prefix] and len(result.tokens) > len(prefix) + 1
     openings = []
-    monkeypatch.setattr(model, "start", lambda tokens, states: openings.append(tokens) or type(model).start(model, tokens, states))
+    monkeypatch.setattr(model, "start", lambda tokens, *args: openings.append(tokens) or type(model).start(model, tokens, *args))
     hotwords = tokenizer.encode(" Kennedy")
     decoder.decode(encoder_states, sot, [843] * 500, options, hotwords=hotwords)
     opening = openings[-1]

@@ -85,6 +85,8 @@ def test_graphs_have_the_agreed_inputs_and_outputs(random_model_dir):
     assert outputs[0] == "logits" and "present.1.encoder.value" in outputs and len(outputs) == 1 + 2 * 4 + 1
     # Word timestamps: no alignment_heads in this checkpoint, so every head of the upper half of the layers.
     assert outputs[-1] == "alignment_scores" and decoder.get_outputs()[-1].shape[1] == 4
+    # The first position whose logits are computed: an input with a default (0, every position).
+    assert [i.name for i in decoder.get_overridable_initializers()] == ["logits_start"]
     with_past = session(random_model_dir / "decoder_with_past_model.onnx")
     inputs = [i.name for i in with_past.get_inputs()]
     assert inputs[0] == "input_ids" and "past_key_values.1.encoder.key" in inputs and len(inputs) == 1 + 2 * 4
@@ -106,6 +108,9 @@ def test_decoder_with_past_continues_the_full_decoder(random_model_dir):
     step = with_past.run(["logits"], feed)[0]
     full = decoder.run(["logits"], {"input_ids": np.array([prompt + [next_token]]), "encoder_hidden_states": hidden})[0]
     assert np.abs(step[0, -1] - full[0, -1]).max() < 1e-4
+    last = decoder.run(["logits"], {"input_ids": np.array([prompt + [next_token]]), "encoder_hidden_states": hidden,
+                                     "logits_start": np.array([-1])})[0]
+    assert last.shape[1] == 1 and np.abs(last[0, -1] - full[0, -1]).max() < 1e-5
 
 
 def test_generation_config_comes_from_the_tokenizer(random_model_dir):

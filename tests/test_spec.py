@@ -21,7 +21,7 @@ def test_graph_names_are_the_exported_ones(random_model_dir: Path) -> None:
     decoder = random_model_dir / spec.DECODER_FILE
     with_past = random_model_dir / spec.DECODER_WITH_PAST_FILE
     assert _names(encoder, "input") == {spec.INPUT_FEATURES} and _names(encoder, "output") == {spec.ENCODER_OUTPUT}
-    assert _names(decoder, "input") == {spec.INPUT_IDS, spec.ENCODER_HIDDEN_STATES}
+    assert _names(decoder, "input") == {spec.INPUT_IDS, spec.ENCODER_HIDDEN_STATES, spec.LOGITS_START}
     presents = {n for n in _names(decoder, "output") if n.startswith(spec.PRESENT)}
     assert spec.LOGITS in _names(decoder, "output") and presents
     # Every cache the first pass returns is an input of the decoder with past, under past_name.

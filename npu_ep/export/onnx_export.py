@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 from npu_ep.errors import NpuEpError
 from npu_ep.export.alignment_heads import add_alignment_output, alignment_heads
+from npu_ep.export.logits_start import add_logits_start
 from npu_ep.model_folder import FORMAT, file_records, map_weights, read_manifest, replace_folder, scratch_prefix
 from npu_ep.paths import models_dir
 from npu_ep.whisper.spec import (CONFIG_FILE, CONFIG_FILES, DECODER_FILE, ENCODER_FILE, ENCODER_HIDDEN_STATES,
@@ -28,7 +29,7 @@ if TYPE_CHECKING:  # numpy loads inside functions, with the rest of the export s
 log = logging.getLogger(__name__)
 
 # Bump when the conversion or the folder layout changes, so older exports are rebuilt.
-EXPORT_VERSION = 2  # 2: the decoder outputs the alignment heads' attention (word timestamps)
+EXPORT_VERSION = 3  # 2: the decoder outputs the alignment heads' attention (word timestamps); 3: LOGITS_START
 TOLERANCE = 1e-3
 _TOOLS = ("torch", "transformers", "optimum", "optimum-onnx", "onnx", "onnxruntime", "npu-ep")
 
@@ -74,6 +75,7 @@ def export_folder(hf_dir: Path, out_dir: Path, name: str, source: dict, build_ke
             if (hf_dir / file).is_file():
                 shutil.copyfile(hf_dir / file, staging / file)
         add_alignment_output(staging / DECODER_FILE, alignment_heads(staging))
+        add_logits_start(staging / DECODER_FILE)
         bar.update(1)
         bar.set_postfix_str("check vs PyTorch")
         check = compare_with_pytorch(hf_dir, staging)

@@ -444,9 +444,10 @@ class Decoder:
         forced = [*([tokenizer.timestamp_begin] if timestamps else []), *prefix[: self.sample_len - 1]] if len(prefix) else []
         return [*([tokenizer.sot_prev, *context] if context else []), *sot_sequence, *forced], forced
 
-    def _no_speech_prob(self, opening_logits: np.ndarray, opening_tokens: list[int]) -> float:
-        """The <|nospeech|> probability, read at <|startoftranscript|>."""
-        at_sot = opening_logits[opening_tokens.index(self.tokenizer.sot)].astype(np.float64)
+    def _no_speech_prob(self, opening_logits: np.ndarray) -> float:
+        """The <|nospeech|> probability, read at <|startoftranscript|> (the first position of `opening_logits`:
+        openings are run with logits from there on, the prompt before it needs none)."""
+        at_sot = opening_logits[0].astype(np.float64)
         return float(np.exp(at_sot[self.tokenizer.no_speech] - _logsumexp(at_sot)))
 
     def _filters(self, options: DecodeOptions, n_forced: int, timestamps: bool = True) -> list:
@@ -503,8 +504,8 @@ class Decoder:
         tokenizer = self.tokenizer
         opening_tokens, forced = self._opening(sot_sequence, prompt, hotwords, prefix, timestamps)
         # The same prompt over the same audio: one pass for every attempt (only the sampling changes).
-        opening = self.model.start(opening_tokens, encoder_states)
-        no_speech_prob = self._no_speech_prob(opening.logits, opening_tokens)
+        opening = self.model.start(opening_tokens, encoder_states, opening_tokens.index(tokenizer.sot))
+        no_speech_prob = self._no_speech_prob(opening.logits)
         max_len = min(self.sample_len, self.model.n_text_ctx - len(opening_tokens))
         filters = self._filters(options, len(forced), timestamps)
         ranker = MaximumLikelihoodRanker(options.length_penalty)
@@ -555,8 +556,9 @@ class Decoder:
         if options.temperature[0] != 0 or options.beam_size > 1 or len({len(o) for o in openings}) != 1:
             return [self.decode(window_states(encoder_states, i), sot, prompt, options, hotwords, timestamps=False)
                     for i, sot in enumerate(sot_sequences)]
-        logits, self_kv, cross_kv = self.model.start_rows(openings, encoder_states)
-        no_speech_probs = [self._no_speech_prob(row, tokens) for row, tokens in zip(logits, openings)]
+        # Every row has the same prompt before its start sequence, so <|startoftranscript|> at the same position.
+        logits, self_kv, cross_kv = self.model.start_rows(openings, encoder_states, openings[0].index(self.tokenizer.sot))
+        no_speech_probs = [self._no_speech_prob(row) for row in logits]
         windows = len(openings)
         state = DecoderState(self.model, self_kv, cross_kv, windows)
         token_decoder = GreedyDecoder(0.0, windows, self.tokenizer.eot, self._rng)

@@ -15,7 +15,7 @@ import numpy as np
 from npu_ep.errors import NpuEpError
 from npu_ep.model_folder import read_manifest
 from npu_ep.whisper.spec import (ALIGNMENT_OUTPUT, CONFIG_FILE, DECODER_FILE, DECODER_WITH_PAST_FILE, ENCODER_FILE, ENCODER_HIDDEN_STATES,
-                                 ENCODER_OUTPUT, INPUT_FEATURES, INPUT_IDS, LOGITS, MANIFEST, PRESENT, TOKENIZER_FILE,
+                                 ENCODER_OUTPUT, INPUT_FEATURES, INPUT_IDS, LOGITS, LOGITS_START, MANIFEST, PRESENT, TOKENIZER_FILE,
                                  ModelDims, is_cross_attention, past_name)
 
 log = logging.getLogger(__name__)
@@ -72,6 +72,8 @@ class WhisperOnnx:
         self.cross_inputs = [past_name(n) for n in self.cross_outputs]
         # Folders exported before word timestamps existed lack it; they transcribe without words.
         self.has_alignment = any(o.name == ALIGNMENT_OUTPUT for o in self.decoder.get_outputs())
+        # Folders exported before LOGITS_START compute every position's logits; the unread ones are dropped here.
+        self.has_logits_start = any(i.name == LOGITS_START for i in self.decoder.get_overridable_initializers())
 
     def encode(self, features: np.ndarray):
         """Encoder states (an OrtValue, fed on to the decoder without a copy) of features [n_mels, 3000]."""
@@ -91,24 +93,25 @@ class WhisperOnnx:
         rows = [self.encode_batch(row[None]).numpy() for row in features]
         return OrtValue.ortvalue_from_numpy(np.concatenate(rows))
 
-    def start(self, tokens: list[int], encoder_states) -> Opening:
-        """Run the decoder over the opening `tokens` of a window."""
-        logits, self_kv, cross_kv = self.start_rows([tokens], encoder_states)
+    def start(self, tokens: list[int], encoder_states, first: int = 0) -> Opening:
+        """Run the decoder over the opening `tokens` of a window; logits from position `first` on."""
+        logits, self_kv, cross_kv = self.start_rows([tokens], encoder_states, first)
         return Opening(self, logits[0], self_kv, cross_kv)
 
-    def start_rows(self, rows: list[list[int]], encoder_states) -> tuple[np.ndarray, list, list]:
+    def start_rows(self, rows: list[list[int]], encoder_states, first: int = 0) -> tuple[np.ndarray, list, list]:
         """The decoder over the opening tokens of several windows at once (one row each, all of one length,
-        `encoder_states` [rows, frames, d_model]): logits [rows, tokens, vocab], the self- and cross-attention
-        caches (OrtValues)."""
+        `encoder_states` [rows, frames, d_model]): logits [rows, tokens - first, vocab] of positions `first`
+        on, the self- and cross-attention caches (OrtValues)."""
         from onnxruntime import OrtValue
 
-        ids = OrtValue.ortvalue_from_numpy(np.array(rows, dtype=np.int64))
-        outputs = self.decoder.run_with_ort_values(
-            [LOGITS, *self.self_outputs, *self.cross_outputs],
-            {INPUT_IDS: ids, ENCODER_HIDDEN_STATES: encoder_states},
-        )
+        feeds = {INPUT_IDS: OrtValue.ortvalue_from_numpy(np.array(rows, dtype=np.int64)),
+                 ENCODER_HIDDEN_STATES: encoder_states}
+        if self.has_logits_start:
+            feeds[LOGITS_START] = OrtValue.ortvalue_from_numpy(np.array([first], dtype=np.int64))
+        outputs = self.decoder.run_with_ort_values([LOGITS, *self.self_outputs, *self.cross_outputs], feeds)
+        logits = outputs[0].numpy()
         n_self = len(self.self_outputs)
-        return outputs[0].numpy(), outputs[1 : 1 + n_self], outputs[1 + n_self :]
+        return logits if self.has_logits_start else logits[:, first:], outputs[1 : 1 + n_self], outputs[1 + n_self :]
 
     def align(self, tokens: list[int], encoder_states) -> tuple[np.ndarray, np.ndarray]:
         """One decoder pass over `tokens`: logits [tokens, vocab] and the alignment heads' cross-attention
@@ -139,8 +142,8 @@ def _rows(values: list, rows: np.ndarray) -> list:
 class Opening:
     """The decoder's pass over a window's opening tokens, which every decoding attempt of the window continues.
 
-    `logits` [len(tokens), vocab]; `state(batch)` gives attempts their own cached state while the caches
-    here, read-only to ORT, stay as they are for the next attempt.
+    `logits` [len(tokens) - first, vocab], the positions from the `first` it was run with; `state(batch)` gives
+    attempts their own cached state while the caches here, read-only to ORT, stay as they are for the next attempt.
     """
 
     def __init__(self, model: WhisperOnnx, logits: np.ndarray, self_kv: list, cross_kv: list) -> None:

@@ -41,6 +41,9 @@ INPUT_IDS = "input_ids"                      # decoder input [batch, tokens]
 DECODER_INPUT_IDS = "decoder_input_ids"      # the same, in some exporters' naming
 ENCODER_HIDDEN_STATES = "encoder_hidden_states"
 LOGITS = "logits"
+# First-pass decoder input with a default (an overridable initializer, 0): the first token position whose logits
+# are computed. A window's opening pass needs them only from <|startoftranscript|> on, not over its prompt.
+LOGITS_START = "logits_start"
 PRESENT = "present."                         # decoder outputs: key/value caches after this step
 PAST = "past_key_values."                    # decoder-with-past inputs: the caches fed back
 
