@@ -8,9 +8,7 @@ import numpy as np
 
 from npu_ep.metrics import REFERENCES_FILE, corpus_wer, word_errors
 from npu_ep.quantize.calibration import FloatModel
-from npu_ep.quantize.clips import padded_features
-from npu_ep.whisper.audio import load_audio
-from npu_ep.whisper.features import encoder_features
+from npu_ep.quantize.clips import both_inputs
 from npu_ep.whisper.formats import transcript_text
 
 if TYPE_CHECKING:
@@ -46,13 +44,11 @@ def accuracy_report(float_pipeline: Pipeline, quant_dir: Path, clips: list[Path]
     float_model, quant_model = (FloatModel(pipeline) for pipeline in pipelines)
     per_clip = []
     for clip in tqdm(clips, desc="accuracy", unit="clip", disable=not progress):
-        samples = load_audio(clip)
-        features = padded_features(samples, float_model.n_mels)
+        # Calibration's log-floor padding is not what transcription feeds the encoder (zeros past the
+        # audio); the agreement on that input (`fed`) is the one users get.
+        features, fed = both_inputs(clip, float_model.n_mels)
         hidden_f, hidden_q = float_model.encode(features), quant_model.encode(features)
         cosine, max_delta = encoder_agreement(hidden_f, hidden_q)
-        # Calibration's log-floor padding is not what transcription feeds the encoder (zeros past the
-        # audio); the agreement on that input is the one users get.
-        fed = encoder_features(samples, float_model.n_mels)[None].astype(np.float32)
         cosine_fed, _ = encoder_agreement(float_model.encode(fed), quant_model.encode(fed))
         tokens = float_model.greedy(hidden_f)
         start = len(float_model.prompt) - 1  # the position whose logits give the first text token

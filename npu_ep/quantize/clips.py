@@ -72,6 +72,16 @@ def padded_features(samples: np.ndarray, n_mels: int) -> np.ndarray:
     return log_mel_spectrogram(samples, n_mels=n_mels)[None].astype(np.float32)
 
 
+def both_inputs(path: Path, n_mels: int) -> tuple[np.ndarray, np.ndarray]:
+    """The clip's encoder input as calibration makes it (`clip_features`) and as transcription feeds it
+    (zeros past the audio), from one read of the file."""
+    from npu_ep.whisper.audio import load_audio
+    from npu_ep.whisper.features import encoder_features
+
+    samples = load_audio(path)
+    return padded_features(samples, n_mels), encoder_features(samples, n_mels)[None].astype(np.float32)
+
+
 def references(clips: list[Path]) -> dict[Path, str]:
     """Reference texts from a references.json beside the clips ({file name: text}), where there is one."""
     found: dict[Path, str] = {}

@@ -5,12 +5,8 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-import numpy as np
-
 from npu_ep.quantize import folder as folders
-from npu_ep.quantize.clips import padded_features, split_clips
-from npu_ep.whisper.audio import load_audio
-from npu_ep.whisper.features import encoder_features
+from npu_ep.quantize.clips import both_inputs, split_clips
 from npu_ep.whisper.spec import ENCODER_FILE, INPUT_FEATURES
 
 
@@ -32,11 +28,7 @@ def measure_sensitivity(model: str, mode: str, calibration: list[str] | None = N
     source, _ = folders.source_model(model)
     calib_clips, eval_clips = split_clips(calibration, evaluation, static=mode == "static")
     float_model = FloatModel(Pipeline(source))
-    features, fed = [], []
-    for clip in eval_clips:
-        samples = load_audio(clip)
-        features.append(padded_features(samples, float_model.n_mels))
-        fed.append(encoder_features(samples, float_model.n_mels)[None].astype(np.float32))
+    features, fed = zip(*(both_inputs(clip, float_model.n_mels) for clip in eval_clips))
     expected, expected_fed = [float_model.encode(f) for f in features], [float_model.encode(f) for f in fed]
     encoder = source / ENCODER_FILE
     graph = onnx.load(encoder, load_external_data=False).graph
