@@ -179,8 +179,9 @@ def test_static_writes_int8_qdq_around_matmuls_and_honours_exclude(
     matmuls = {node.name: node for node in graph.node if node.op_type == "MatMul"}
     for name, node in matmuls.items():
         fed_by = [producers.get(i) for i in node.input]
-        if name == "/layers.0/fc1/MatMul":
-            assert all(p is None or p.op_type != "DequantizeLinear" for p in fed_by)
+        # Excluded, or attention's activation x activation products (QKᵀ, AV): float.
+        if name == "/layers.0/fc1/MatMul" or name.endswith(("self_attn/MatMul", "self_attn/MatMul_1")):
+            assert all(p is None or p.op_type != "DequantizeLinear" for p in fed_by), name
         elif "_proj/" in name or "/fc" in name:
             assert all(p is not None and p.op_type == "DequantizeLinear" for p in fed_by), name
             assert fed_by[1].input[0] in int8_inits  # int8 weights

@@ -33,8 +33,7 @@ def measure_sensitivity(model: str, mode: str, calibration: list[str] | None = N
     encoder = source / ENCODER_FILE
     graph = onnx.load(encoder, load_external_data=False).graph
     weights = {init.name for init in graph.initializer}
-    matmuls = [n for n in graph.node if n.op_type == "MatMul"]  # the only op type quantized
-    nodes = [n.name for n in matmuls if any(i in weights for i in n.input)]
+    nodes = [n.name for n in graph.node if n.op_type == "MatMul" and any(i in weights for i in n.input)]
     feeds = None
     if mode == "static":
         feeds = collect_feeds(float_model, calib_clips, {ENCODER_FILE}, progress).by_file[ENCODER_FILE]
@@ -42,9 +41,7 @@ def measure_sensitivity(model: str, mode: str, calibration: list[str] | None = N
     with tempfile.TemporaryDirectory(prefix="npu-ep-sensitivity-") as scratch, quiet_quantizer_logs():
         target = Path(scratch) / ENCODER_FILE
         for node in tqdm(nodes, desc="sensitivity", unit="node", disable=not progress):
-            # Every other MatMul, not only the constant-weight ones: static QDQ also quantizes attention's
-            # activation x activation products (MatMulConstBOnly holds for the dynamic forms only).
-            others = [n.name for n in matmuls if n.name != node]
+            others = [n for n in nodes if n != node]
             quantize_file(encoder, target, mode, others, feeds=feeds, method=method, form=form, per_channel=per_channel)
             session = create_session(target, exact_int8=mode == "static")
             scores = [encoder_agreement(want, session.run(None, {INPUT_FEATURES: f})[0])
