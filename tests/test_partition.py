@@ -46,6 +46,17 @@ def test_each_encoder_layer_goes_whole_to_the_npu_in_bf16_unless_int8_is_asked_f
     assert int8.hybrid_ms < encoder.hybrid_ms <= encoder.cpu_ms
 
 
+def test_a_layer_beats_its_parts_once_their_cpu_leftovers_are_priced(tiny_en_dir, reference_calibration):
+    """The parts of a layer leave its norms, GELU and residual adds on the CPU: on a very slow CPU those
+    alone outweigh the whole layer on the device, so the layer must win. With free host copies the parts'
+    device time alone is below the layer's (it reconfigures the array between phases): the layer lost
+    while the leftovers cost nothing."""
+    slow = dataclasses.replace(reference_calibration, cpu_gflops=1e-3, cpu_int8_gops=1e-3, cpu_batched_gflops=1e-3,
+                               cpu_softmax_gelems=1e-6, cpu_mem_gbs=1e-3, host_gbs=1e6, op_fixed_ms=0.0)
+    encoder = planner.plan(tiny_en_dir / "encoder_model.onnx", "xdna1", slow)
+    assert sorted(p.candidate.form.name for p in encoder.offloaded) == ["conv_gemm"] * 2 + ["encoder_layer"] * 4
+
+
 def test_calibration_is_cached_per_machine(calibration):
     path = calibrate.cache_dir() / "cpu_calibration.json"
     assert json.loads(path.read_text())["machine"] == cost.machine_id()

@@ -60,11 +60,15 @@ def machine_id() -> str:
     return f"{platform.node()}|{model}|{os.cpu_count()} cpus|onnxruntime {onnxruntime.__version__}|v{CALIBRATION_VERSION}"
 
 
+_VECTOR_BYTES = 8  # per element of a layer's elementwise work on the CPU: a float32 read and a write
+
+
 def cpu_ms(work: Work, cal: Calibration) -> float:
     """ONNX Runtime's CPU time for the nodes a candidate replaces: per node a fixed cost, GEMMs at the
     calibrated rate of their kind (bounded below by streaming a weight), Softmax at its rate. A GEMM
-    with its own int8 flag (a fused layer's) replaces float nodes: the CPU runs it in float. The
-    layer's norms, GELU and residual adds are not priced on the CPU (its time is underestimated)."""
+    with its own int8 flag (a fused layer's) replaces float nodes: the CPU runs it in float. A layer's
+    norms, GELU and residual adds are priced as streaming memory (one float read and one written per
+    element), a lower bound: no CPU elementwise rate is calibrated."""
     nodes = len(work.gemms) + (1 if work.softmax else 0)
 
     def rate(g) -> float:
@@ -74,7 +78,8 @@ def cpu_ms(work: Work, cal: Calibration) -> float:
 
     flops_s = sum(g.flops / (rate(g) * 1e9) for g in work.gemms)
     gemm_s = max(flops_s, work.weight_bytes / (cal.cpu_mem_gbs * 1e9)) if work.gemms else 0.0
-    return nodes * cal.cpu_fixed_ms + (gemm_s + work.softmax / (cal.cpu_softmax_gelems * 1e9)) * 1e3
+    vector_s = work.vector * _VECTOR_BYTES / (cal.cpu_mem_gbs * 1e9)
+    return nodes * cal.cpu_fixed_ms + (gemm_s + work.softmax / (cal.cpu_softmax_gelems * 1e9) + vector_s) * 1e3
 
 
 def estimate(work: Work, kernel: Design, device: DeviceProfile, cal: Calibration) -> Estimate:

@@ -16,8 +16,9 @@ from npu_ep import kernels
 
 # 2: no copy for files with nothing offloaded; a .json record per copy; 3: kernels named by design;
 # 4: the artifacts to warm up in the summary; 5: op forms (convolutions, attention); 6: encoder layers;
-# 7: the encoder layer's vectors laid out for its design's rows phases, blocks only when built (real NPU)
-PARTITION_VERSION = 7
+# 7: the encoder layer's vectors laid out for its design's rows phases, blocks only when built (real NPU);
+# 8: a block's members that no part covers are priced for the parts
+PARTITION_VERSION = 8
 # The NPU must win by this share of the CPU time: it absorbs the projection's error, so a node
 # never moves for a predicted gain smaller than the model can resolve.
 MARGIN = 0.8
@@ -123,11 +124,12 @@ def _place(c: graph.Candidate, profile: profiles.DeviceProfile, cal: cost.Calibr
 def _choose_block(block: Placement, placements: list[Placement], alternatives: list[Placement]) -> None:
     """A block (fused attention, an encoder layer) replaces its parts' placements when it is predicted
     faster than they are, as placed; otherwise it is kept as an alternative the report shows. Its
-    members that no form offloads (norms, GELU, adds) count nothing for the parts: the comparison
-    leans towards the parts."""
+    members that no part covers (norms, GELU, adds) stay on the CPU beside the parts: their CPU time
+    (the block's CPU time beyond its parts') counts for the parts."""
     outputs = {n.output[0] for n in block.candidate.replaced}
     parts = [i for i, p in enumerate(placements) if p.candidate.node.output[0] in outputs]
-    parts_ms = sum(placements[i].chosen_ms for i in parts)
+    uncovered_ms = max(0.0, block.estimate.cpu_ms - sum(placements[i].estimate.cpu_ms for i in parts))
+    parts_ms = sum(placements[i].chosen_ms for i in parts) + uncovered_ms
     if block.device == "npu" and parts and block.chosen_ms < parts_ms:
         first = parts[0]
         for i in reversed(parts):
