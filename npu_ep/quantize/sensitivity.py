@@ -23,6 +23,7 @@ def measure_sensitivity(model: str, mode: str, calibration: list[str] | None = N
     from npu_ep.quantize.accuracy import encoder_agreement
     from npu_ep.quantize.build import quantize_file, quiet_quantizer_logs
     from npu_ep.quantize.calibration import FloatModel, collect_feeds
+    from npu_ep.quantize.static import activation_matmuls
     from npu_ep.whisper.pipeline import Pipeline
 
     source, _ = folders.source_model(model)
@@ -32,8 +33,8 @@ def measure_sensitivity(model: str, mode: str, calibration: list[str] | None = N
     expected, expected_fed = [float_model.encode(f) for f in features], [float_model.encode(f) for f in fed]
     encoder = source / ENCODER_FILE
     graph = onnx.load(encoder, load_external_data=False).graph
-    weights = {init.name for init in graph.initializer}
-    nodes = [n.name for n in graph.node if n.op_type == "MatMul" and any(i in weights for i in n.input)]
+    activations = set(activation_matmuls(graph))  # never quantized
+    nodes = [n.name for n in graph.node if n.op_type == "MatMul" and n.name not in activations]
     feeds = None
     if mode == "static":
         feeds = collect_feeds(float_model, calib_clips, {ENCODER_FILE}, progress).by_file[ENCODER_FILE]
