@@ -1,8 +1,12 @@
-"""`hallucination_silence_threshold`: skip silence before text that looks made up, as openai/whisper does.
+"""Rules against text the model makes up rather than hears.
 
-Whisper tends to invent text in long pauses. With word timestamps, a segment whose words are unlikely,
-very short or very long is an anomaly; one surrounded by more than `threshold` seconds of silence (or by
-other anomalies) is dropped, and decoding resumes after the silence instead of trusting it.
+- `hallucination_silence_threshold` (`skip_silence`), as openai/whisper has it: Whisper tends to invent
+  text in long pauses. With word timestamps, a segment whose words are unlikely, very short or very long
+  is an anomaly; one surrounded by more than `threshold` seconds of silence (or by other anomalies) is
+  dropped, and decoding resumes after the silence instead of trusting it.
+- Prompt copying (`repeats_prompt`): prompted with the text before it, a window may open by saying the
+  prompt's last sentence again, over audio that says something else, and then skip ahead. The pipeline
+  decodes such a window again without the prompt; speech that really repeats itself is heard again then.
 """
 from __future__ import annotations
 
@@ -31,6 +35,16 @@ def is_anomaly(segment) -> bool:
     words = [word for word in segment.words if word.word not in _PUNCTUATION][:8]
     score = sum(_word_anomaly(word) for word in words)
     return score >= 3 or score + 0.01 >= len(words)
+
+
+def _letters(text: str) -> str:
+    return "".join(character for character in text.lower() if character.isalnum())
+
+
+def repeats_prompt(segments: list, previous_text: str) -> bool:
+    """Whether a window's first segment says again `previous_text`, the last segment before the window."""
+    first = next((segment for segment in segments if segment.text.strip()), None)
+    return first is not None and _letters(first.text) == _letters(previous_text) != ""
 
 
 def _next_with_words(segments: list):

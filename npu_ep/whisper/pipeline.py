@@ -1,6 +1,7 @@
 """The reusable transcription pipeline: sessions loaded once, audio of any length in sequential 30 s windows."""
 from __future__ import annotations
 
+import logging
 import sys
 import time
 from dataclasses import dataclass, field
@@ -15,13 +16,15 @@ from npu_ep.whisper.audio import MIN_SAMPLES, SAMPLE_RATE, AudioSource, load_aud
 from npu_ep.whisper.decoding import TIMESTAMP_SECONDS, Decoder, DecodeOptions, DecodeResult
 from npu_ep.whisper.features import FRAME_SECONDS, HOP_LENGTH, encoder_features
 from npu_ep.whisper.model import WhisperOnnx
-from npu_ep.whisper.hallucination import skip_silence
+from npu_ep.whisper.hallucination import repeats_prompt, skip_silence
 from npu_ep.whisper.tokenizer import WhisperTokenizer
 from npu_ep.whisper.spec import ENCODER_FRAMES
 from npu_ep.whisper import vad
 
 if TYPE_CHECKING:
     from npu_ep.whisper.batched import FileResult
+
+log = logging.getLogger(__name__)
 
 _PROGRESS_MIN_SECONDS = 60.0
 # A window quieter than -60 dBFS RMS holds no speech; Whisper would still "hear" a word in it (tiny.en says
@@ -260,6 +263,7 @@ class Pipeline:
         hotwords = self.text_tokens(options.hotwords)
         detector = LanguageDetector(self, options, info)
         seek = 0
+        previous_text = ""  # the last segment of the text that prompts the next window
         last_speech = 0.0  # end of the last word (word timestamps)
         bar = tqdm(
             total=round(source.duration, 2),
@@ -289,6 +293,13 @@ class Pipeline:
                             hotwords=[] if prefix else hotwords, prefix=prefix, clock=clock,
                         )
                         prefix = []
+                        if (window is not None and previous_text
+                                and repeats_prompt(self.split(window.result, 0.0, frames, None)[0], previous_text)):
+                            log.debug("window at %.1f s repeats its prompt; decoding it without the prompt",
+                                      seek * FRAME_SECONDS)
+                            prompt, previous_text = [], ""
+                            window = self._decode_window(seek, samples, options, info, detector, prompt, hotwords,
+                                                         prefix=[], clock=time.perf_counter())
                     if window is None:  # no sound, or the model's no-speech verdict: skip the window
                         seek += frames
                     else:
@@ -309,8 +320,9 @@ class Pipeline:
                         elif options.condition_on_previous_text and result.temperature <= options.prompt_reset_on_temperature:
                             # Only the last half-context of tokens can ever be a prompt: keep no more.
                             prompt = [*prompt, *(t for s in new_segments for t in s.tokens)][-(self.decoder.sample_len - 1) :]
+                            previous_text = next((s.text for s in reversed(new_segments) if s.text.strip()), previous_text)
                         else:
-                            prompt = []
+                            prompt, previous_text = [], ""
                     bar.update(min(round(seek * FRAME_SECONDS, 2), bar.total) - bar.n)
 
     def _align(
