@@ -65,6 +65,17 @@ def test_speech_map_restores_times() -> None:
     assert speech_map.original(0.5) == 1.5 and speech_map.original(1.5) == 5.5
     assert speech_map.original(1.0, is_end=True) == 2.0
 
+    def restored(start: float, end: float, whole_window: bool = False) -> tuple[float, float]:
+        segment = npu_ep.whisper.pipeline.Segment(start=start, end=end, text="", tokens=[], avg_logprob=0.0,
+                                                  no_speech_prob=0.0, temperature=0.0, compression_ratio=1.0)
+        speech_map.restore(segment, whole_window)
+        return segment.start, segment.end
+
+    assert restored(0.2, 0.8) == (1.2, 1.8) and restored(1.2, 1.8) == (5.2, 5.8)
+    assert restored(0.8, 1.9) == (5.0, 5.9)  # mostly after the silence: it starts there
+    assert restored(0.1, 1.2) == (1.1, 2.0)  # mostly before it: it ends there
+    assert restored(0.8, 1.9, whole_window=True) == (1.8, 5.9)  # a batched window's segment spans its speech
+
 
 def test_vad_gives_the_same_words_shifted_by_the_silence(tiny_en_dir: Path, speech_silence_speech) -> None:
     joined, clip = speech_silence_speech
@@ -84,6 +95,15 @@ def test_vad_gives_the_same_words_shifted_by_the_silence(tiny_en_dir: Path, spee
         shifts += [a.start - b.start for b, a in zip(before.words, after.words) if a.start > half]
     assert shifts and abs(float(np.median(shifts)) - SILENCE) < 0.3
     assert any(s.start > half for s in spaced) and all(not (11.5 < s.start < 10.0 + SILENCE) for s in spaced)
+
+    # Without words, a segment starts on the side of the silence its speech is on: tiny.en opens the
+    # meeting sentence at the end of jfk's chunk, in its padding.
+    jfk = joined[: len(joined) // 2]
+    meeting = load_audio(Path(__file__).resolve().parent.parent / "samples" / "meeting.flac")
+    segments, _ = pipeline.transcribe(np.concatenate([jfk, np.zeros_like(clip[: int(SILENCE * SAMPLE_RATE)]), meeting]),
+                                      vad_filter=True)
+    last = segments[-1]
+    assert "report" in last.text and 11.0 + SILENCE - 1.0 < last.start < last.end, [(s.start, s.text) for s in segments]
 
 
 def test_vad_options_are_checked() -> None:

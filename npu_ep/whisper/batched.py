@@ -161,7 +161,7 @@ def _decode(pipeline: Pipeline, batch: list[_Window], options: DecodeOptions) ->
             segment.start = min(segment.start, segment.end)
             if segment.text.strip():
                 if job.speech_map is not None:
-                    job.speech_map.restore(segment)
+                    job.speech_map.restore(segment, whole_window=True)
                 kept.append(segment)
         decoded.append(kept)
     _share(batch, "decoder", time.perf_counter() - clock)

@@ -250,16 +250,26 @@ class SpeechMap:
             chunk = self.chunk(seconds, is_end)
         return round(self._silence_before[chunk] + seconds, 2)
 
-    def restore(self, segment) -> None:
+    def restore(self, segment, whole_window: bool = False) -> None:
         """Move a segment (and its words) from joined-speech time to the original audio's time. Each word
-        keeps both ends in the chunk of its middle, so no word spans a removed silence."""
+        keeps both ends in the chunk of its middle, so no word spans a removed silence. Without words, a
+        segment across a removed silence starts (ends) in the chunk where more of it lies than before
+        (after) that silence: Whisper often opens a segment at the previous one's end, in the last chunk's
+        padding, and its speech would otherwise seem to begin before the silence. A `whole_window`
+        segment (batched mode's one per window) keeps its ends in the chunks they fall in."""
         if segment.words:
             for word in segment.words:
                 chunk = self.chunk((word.start + word.end) / 2)
                 word.start, word.end = self.original(word.start, chunk), self.original(word.end, chunk)
             segment.start, segment.end = segment.words[0].start, segment.words[-1].end
-        else:
-            segment.start, segment.end = self.original(segment.start), self.original(segment.end, is_end=True)
+            return
+        first, last = self.chunk(segment.start), self.chunk(segment.end, is_end=True)
+        start, end = segment.start, segment.end
+        if not whole_window and last > first and self._ends[first] / _RATE - start < (end - start) / 2:
+            start, first = self._ends[first] / _RATE, first + 1
+        if not whole_window and last > first and end - self._ends[last - 1] / _RATE < (end - start) / 2:
+            end, last = self._ends[last - 1] / _RATE, last - 1
+        segment.start, segment.end = self.original(start, first), self.original(end, last)
 
 
 def join_speech(samples: np.ndarray, chunks: list[tuple[int, int]]) -> np.ndarray:
