@@ -60,6 +60,7 @@ def test_cached_steps_equal_full_recompute(random_parts, encoder_states) -> None
 def test_batched_state_and_reorder_rows(random_parts, encoder_states) -> None:
     model = random_parts[0]
     rows = model.start([50257], encoder_states).state(3)
+    assert all(value.shape()[0] == 1 for value in rows._cross_kv)  # the rows share the window's cross caches
     first = rows.step(np.array([843, 523, 616])).copy()
     rows.reorder([2, 2, 0])  # rows now continue "616", "616", "843"
     second = rows.step(np.array([100, 200, 300])).copy()
