@@ -5,7 +5,7 @@ import hashlib
 import json
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import onnx
@@ -166,19 +166,22 @@ def partitioned_path(onnx_path: Path, device: str) -> Path:
     return onnx_path.with_name(f"{onnx_path.stem}.{device}.onnx")
 
 
-def _source_stamp(onnx_path: Path, forms: set[str] | None, real_device: bool) -> str:
+def _source_stamp(onnx_path: Path, forms: set[str] | None, real_device: bool, calibration: cost.Calibration) -> str:
     stat = onnx_path.stat()
     chosen = ",".join(sorted(forms)) if forms is not None else "default"
     # A real device's placement depends on which artifacts are built: building one makes it again.
     built = hashlib.sha256(",".join(kernels.built_identities()).encode()).hexdigest()[:16] if real_device else "any"
-    return f"{stat.st_size}:{stat.st_mtime_ns}:{PARTITION_VERSION}:{cost.machine_id()}:{chosen}:{built}"
+    # The placement is the cost model's verdict on these CPU figures: new figures place again.
+    rates = hashlib.sha256(json.dumps(asdict(calibration), sort_keys=True).encode()).hexdigest()[:16]
+    return f"{stat.st_size}:{stat.st_mtime_ns}:{PARTITION_VERSION}:{cost.machine_id()}:{rates}:{chosen}:{built}"
 
 
 def partition_file(onnx_path: str | Path, device: str, calibration: Callable[[], cost.Calibration],
                    force: bool = False, forms: set[str] | None = None,
                    real_device: bool = False) -> tuple[Path, Plan | None]:
     """Write (or reuse, if up to date) the partitioned copy beside `onnx_path`; returns the file to run
-    and the plan when one was computed. `calibration` is called only when a plan is needed; `forms`
+    and the plan when one was computed. `calibration` gives the CPU figures the plan is made with (a
+    copy made with other figures is made again); `forms`
     as for `plan` (the copy is made again when they change); `real_device`: place for a real NPU,
     blocks only where their artifact is built (made again when the built artifacts change).
 
@@ -189,7 +192,8 @@ def partition_file(onnx_path: str | Path, device: str, calibration: Callable[[],
     onnx_path = Path(onnx_path)
     target = partitioned_path(onnx_path, device)
     record = target.with_suffix(".json")
-    stamp = _source_stamp(onnx_path, forms, real_device)
+    rates = calibration()
+    stamp = _source_stamp(onnx_path, forms, real_device, rates)
     if not force and record.exists():
         try:
             known = json.loads(record.read_text())
@@ -198,7 +202,7 @@ def partition_file(onnx_path: str | Path, device: str, calibration: Callable[[],
         if known.get("source") == stamp and (known.get("offloaded") == 0 or target.exists()):
             return (target if known["offloaded"] else onnx_path), None
     proto, _ = _load(onnx_path)
-    chosen = plan(proto, device, calibration(), name=f"{onnx_path.parent.name}/{onnx_path.stem}", forms=forms,
+    chosen = plan(proto, device, rates, name=f"{onnx_path.parent.name}/{onnx_path.stem}", forms=forms,
                   built=(lambda artifact: kernels.built(artifact) is not None) if real_device else None)
     target.unlink(missing_ok=True)
     if chosen.offloaded:
