@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from npu_ep.metrics import normalize_text
 from npu_ep.whisper.alignment import APPEND_PUNCTUATIONS, PREPEND_PUNCTUATIONS, Word
 from npu_ep.whisper.features import FRAME_SECONDS
 
@@ -37,14 +38,10 @@ def is_anomaly(segment) -> bool:
     return score >= 3 or score + 0.01 >= len(words)
 
 
-def _letters(text: str) -> str:
-    return "".join(character for character in text.lower() if character.isalnum())
-
-
 def repeats_prompt(segments: list, previous_text: str) -> bool:
     """Whether a window's first segment says again `previous_text`, the last segment before the window."""
     first = next((segment for segment in segments if segment.text.strip()), None)
-    return first is not None and _letters(first.text) == _letters(previous_text) != ""
+    return first is not None and normalize_text(first.text) == normalize_text(previous_text) != []
 
 
 def _next_with_words(segments: list):

@@ -203,6 +203,4 @@ class DecoderState:
 
     def select(self, rows: np.ndarray) -> DecoderState:
         """A state of only `rows` (fewer), as batched decoding keeps when some of its windows have ended."""
-        shared = self._cross_kv[0].shape()[0] == 1  # one window's rows share its cross-attention caches
-        cross_kv = self._cross_kv if shared else _rows(self._cross_kv, rows)
-        return DecoderState(self._model, _rows(self._self_kv, rows), cross_kv, len(rows))
+        return DecoderState(self._model, _rows(self._self_kv, rows), _rows(self._cross_kv, rows), len(rows))
