@@ -173,6 +173,20 @@ def test_rewrite_keeps_weights_as_initializers(tiny_en_dir, reference_calibratio
     assert keys == [a.s for n in again.graph.node if n.domain == DOMAIN for a in n.attribute if a.name == "node_key"]
 
 
+def test_a_placement_made_with_other_cpu_figures_is_made_again(random_model_dir, tmp_path, reference_calibration):
+    import shutil
+
+    source = tmp_path / "encoder_model.onnx"
+    shutil.copy(random_model_dir / "encoder_model.onnx", source)
+    if (random_model_dir / "encoder_model.onnx.data").exists():
+        shutil.copy(random_model_dir / "encoder_model.onnx.data", tmp_path / "encoder_model.onnx.data")
+    _, first = planner.partition_file(source, "xdna1", lambda: reference_calibration)
+    _, reused = planner.partition_file(source, "xdna1", lambda: reference_calibration)
+    slower = dataclasses.replace(reference_calibration, cpu_gflops=reference_calibration.cpu_gflops / 2)
+    _, remade = planner.partition_file(source, "xdna1", lambda: slower)
+    assert first is not None and reused is None and remade is not None
+
+
 def test_cli_writes_partitioned_copies_and_report(random_model_dir, tmp_path):
     report = tmp_path / "report" / "placement.md"
     assert main(["partition", "--model", str(random_model_dir), "--device", "xdna2", "--report", str(report)]) == 0

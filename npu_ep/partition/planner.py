@@ -171,9 +171,10 @@ def _source_stamp(onnx_path: Path, forms: set[str] | None, real_device: bool, ca
     chosen = ",".join(sorted(forms)) if forms is not None else "default"
     # A real device's placement depends on which artifacts are built: building one makes it again.
     built = hashlib.sha256(",".join(kernels.built_identities()).encode()).hexdigest()[:16] if real_device else "any"
-    # The placement is the cost model's verdict on these CPU figures: new figures place again.
+    # The placement is the cost model's verdict on this machine's CPU figures (they name the machine too):
+    # other figures place again.
     rates = hashlib.sha256(json.dumps(asdict(calibration), sort_keys=True).encode()).hexdigest()[:16]
-    return f"{stat.st_size}:{stat.st_mtime_ns}:{PARTITION_VERSION}:{cost.machine_id()}:{rates}:{chosen}:{built}"
+    return f"{stat.st_size}:{stat.st_mtime_ns}:{PARTITION_VERSION}:{rates}:{chosen}:{built}"
 
 
 def partition_file(onnx_path: str | Path, device: str, calibration: Callable[[], cost.Calibration],
