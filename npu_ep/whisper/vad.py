@@ -23,9 +23,6 @@ _RATE = 16000
 _WINDOW = 512  # samples per speech probability (32 ms)
 _CONTEXT = 64  # samples of the previous window the model sees with each one
 _STATE = (1, 1, 128)
-# Windows quieter than this RMS (-60 dBFS, as the pipeline's silent-window rule) are silence without
-# asking the model: long pauses then cost next to nothing.
-_QUIET_RMS = 1e-3
 _BATCH = 512  # windows per model call
 
 
@@ -123,21 +120,19 @@ def speech_probabilities(samples: np.ndarray, threads: int | None = None) -> np.
     padded = np.pad(samples.astype(np.float32, copy=False), (0, -len(samples) % _WINDOW))
     windows = padded.reshape(-1, _WINDOW)
     probabilities = np.zeros(len(windows), dtype=np.float32)
-    loud = np.sqrt(np.mean(np.square(windows, dtype=np.float64), axis=1)) >= _QUIET_RMS
-    # Each run of loud windows goes through the model with its recurrent state carried along, in calls
-    # of _BATCH windows: the front end's intermediates for that many stay in the CPU's caches.
-    edges = np.flatnonzero(np.diff(np.concatenate(([0], loud.astype(np.int8), [0]))))
+    # Every window goes through the model with the recurrent state carried along, silent ones too: the
+    # state a pause leaves behind decides how the speech after it scores, and so where chunks end (as in
+    # faster-whisper). Calls of _BATCH windows keep the front end's intermediates in the CPU's caches.
     session = _session(threads)
-    for start, end in zip(edges[::2], edges[1::2]):
-        h = c = np.zeros(_STATE, dtype=np.float32)
-        for at in range(start, end, _BATCH):
-            run = windows[at:min(at + _BATCH, end)]
-            context = np.zeros((len(run), _CONTEXT), dtype=np.float32)
-            context[1:] = run[:-1, -_CONTEXT:]
-            if at > 0:
-                context[0] = windows[at - 1, -_CONTEXT:]
-            output, h, c = session.run(None, {"input": np.concatenate([context, run], axis=1), "h": h, "c": c})
-            probabilities[at:at + len(run)] = output.reshape(-1)
+    h = c = np.zeros(_STATE, dtype=np.float32)
+    for at in range(0, len(windows), _BATCH):
+        run = windows[at:at + _BATCH]
+        context = np.zeros((len(run), _CONTEXT), dtype=np.float32)
+        context[1:] = run[:-1, -_CONTEXT:]
+        if at > 0:
+            context[0] = windows[at - 1, -_CONTEXT:]
+        output, h, c = session.run(None, {"input": np.concatenate([context, run], axis=1), "h": h, "c": c})
+        probabilities[at:at + len(run)] = output.reshape(-1)
     return probabilities
 
 
