@@ -32,6 +32,10 @@ DEVICES = ("auto", "cpu", "npu", "emulator")
 # runs there with its MatMulInteger weights shifted to uint8 (w + 128, zero point 128: the same products),
 # and with QDQ nodes computed as the graph defines them (dequantize, float MatMul), not by fused int8 kernels.
 DISABLE_QDQ_FUSION = "session.disable_quant_qdq"
+# Each session has its own pool of intra-op threads, which by default spin (busy-wait) for a while after a run
+# ends: the encoder's pool then takes cores from the decoder's steps, and each decoder's from the other's. The
+# pools keep spinning between the nodes of a run, for quick hand-offs, and stop when it ends.
+STOP_SPINNING = "session.force_spinning_stop"
 # Bump when `cpu_attention` rewrites graphs differently, so cached CPU graphs are made again.
 CPU_GRAPH_VERSION = 1
 
@@ -115,6 +119,7 @@ def create_session(onnx_path: str | Path, device: str = "cpu", threads: int | No
     # ORT warns at load that an initializer listed as an input (the first-pass decoder's LOGITS_START default)
     # is not folded as a constant: that is what makes it a default. Its errors still show.
     options.log_severity_level = 3
+    options.add_session_config_entry(STOP_SPINNING, "1")
     _return_large_buffers()
     threads = intra_op_threads(threads)
     if threads:

@@ -94,7 +94,7 @@ def _session(threads: int | None):
     import onnx
     import onnxruntime as ort
 
-    from npu_ep.session import intra_op_threads
+    from npu_ep.session import STOP_SPINNING, intra_op_threads
     from npu_ep.whisper.silero import batched_front_end
 
     options = ort.SessionOptions()
@@ -103,6 +103,7 @@ def _session(threads: int | None):
     if threads:
         options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
+    options.add_session_config_entry(STOP_SPINNING, "1")  # its pool would spin on into the encoder's run
     options.enable_cpu_mem_arena = False
     options.log_severity_level = 4
     model = onnx.load(str(model_path()))
