@@ -12,10 +12,14 @@ import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from npu_ep.errors import NpuEpError
 from npu_ep.paths import cache_dir, sha256_file
 from npu_ep.whisper.spec import MANIFEST
+
+if TYPE_CHECKING:
+    import onnx
 
 FORMAT = "npu-ep-model"
 # Weights are stored outside the graph at offsets aligned to this (a multiple of any x86-64 page size):
@@ -56,12 +60,22 @@ def map_weights(onnx_path: Path) -> None:
     """Rewrite `onnx_path` with its large weights moved to `weights_file(onnx_path)`, each at an offset
     ONNX Runtime can map (`WEIGHTS_ALIGNMENT`). The graph and its values stay the same."""
     import onnx
+
+    save_mapped(onnx.load(str(onnx_path)), onnx_path)
+
+
+def save_mapped(model: onnx.ModelProto, target: Path) -> None:
+    """Write `model` (its weights loaded) to `target` with its large weights in `weights_file(target)` at
+    mappable offsets. Both are written under temporary names and renamed into place, weights first: a
+    process that has the old weights file mapped keeps reading it."""
+    import onnx
     from onnx import TensorProto
 
-    model = onnx.load(str(onnx_path))
-    target = weights_file(onnx_path)
+    data_file = weights_file(target)
+    staged_data = data_file.with_name(f".{data_file.name}.{os.getpid()}.tmp")
+    staged_graph = target.with_name(f".{target.name}.{os.getpid()}.tmp")
     offset = 0
-    with open(target, "wb") as data:
+    with open(staged_data, "wb") as data:
         for tensor in model.graph.initializer:
             raw = tensor.raw_data
             if len(raw) < MAPPED_MIN_BYTES:
@@ -73,10 +87,12 @@ def map_weights(onnx_path: Path) -> None:
             tensor.ClearField("raw_data")
             tensor.data_location = TensorProto.EXTERNAL
             del tensor.external_data[:]
-            for key, value in (("location", target.name), ("offset", str(offset)), ("length", str(len(raw)))):
+            for key, value in (("location", data_file.name), ("offset", str(offset)), ("length", str(len(raw)))):
                 tensor.external_data.add(key=key, value=value)
             offset += len(raw)
-    onnx.save(model, str(onnx_path))
+    onnx.save(model, str(staged_graph))
+    staged_data.replace(data_file)
+    staged_graph.replace(target)
 
 
 def copy_onnx(source: Path, target: Path) -> None:

@@ -36,8 +36,8 @@ DISABLE_QDQ_FUSION = "session.disable_quant_qdq"
 # ends: the encoder's pool then takes cores from the decoder's steps, and each decoder's from the other's. The
 # pools keep spinning between the nodes of a run, for quick hand-offs, and stop when it ends.
 STOP_SPINNING = "session.force_spinning_stop"
-# Bump when `cpu_attention` rewrites graphs differently, so cached CPU graphs are made again.
-CPU_GRAPH_VERSION = 1
+# Bump when CPU graphs are made differently (`cpu_graph`), so cached ones are made again.
+CPU_GRAPH_VERSION = 2
 
 log = logging.getLogger(__name__)
 
@@ -107,8 +107,9 @@ def create_session(onnx_path: str | Path, device: str = "cpu", threads: int | No
     """Open `onnx_path` for `device` ("cpu", "npu", "emulator" or "auto").
 
     `exact_int8`: on a CPU whose int8 kernels saturate (no VNNI or AMX), compute the file's int8 exactly
-    another way (see `unsigned_weights`), at about float speed. `attention_heads`: the file's attention
-    head count; on the CPU its attention blocks then run fused (see `cpu_graph`).
+    another way (see `unsigned_weights`), at about float speed. On the CPU otherwise, the file opens as its
+    saved optimized graph (see `cpu_graph`); `attention_heads`, the file's attention head count, has its
+    attention blocks run fused there.
     """
     _check(device)
     device = resolve_device(device)
@@ -126,13 +127,14 @@ def create_session(onnx_path: str | Path, device: str = "cpu", threads: int | No
         options.intra_op_num_threads = threads
     onnx_path = Path(onnx_path)
     source: str | bytes = str(onnx_path)
-    if exact_int8 and not cpu().exact_int8:
+    computed_exactly = exact_int8 and not cpu().exact_int8
+    if computed_exactly:
         options.add_session_config_entry(DISABLE_QDQ_FUSION, "1")
         if device == "cpu":  # the NPU's int8 kernels take the int8 weights as they are
             unsigned = unsigned_weights(onnx_path)
             source = source if unsigned is None else unsigned.SerializeToString()
     if device == "cpu":
-        if attention_heads and isinstance(source, str):
+        if not computed_exactly:  # a saved CPU graph is optimized with the default session options
             source = str(cpu_graph(onnx_path, attention_heads))
         return ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
 
@@ -186,43 +188,71 @@ def _return_large_buffers() -> None:
 
 
 def _stamp(onnx_path: Path) -> str:
+    # ONNX Runtime's optimizer output may differ between its versions and between CPUs (its int8 fusions).
     stat = onnx_path.stat()
-    return f"{stat.st_size}:{stat.st_mtime_ns}:{CPU_GRAPH_VERSION}"
+    return (f"{stat.st_size}:{stat.st_mtime_ns}:{CPU_GRAPH_VERSION}:{ort.__version__}:"
+            f"{','.join(sorted(cpu().features))}")
 
 
-def cpu_graph(onnx_path: Path, heads: int) -> Path:
-    """The file to open on the CPU EP: `onnx_path`'s copy with its attention blocks fused into one kernel
-    each (`<stem>.cpu.onnx` beside it, sharing its weights file), or `onnx_path` when it has none to fuse.
+def cpu_graph(onnx_path: Path, heads: int | None = None) -> Path:
+    """The file to open on the CPU EP: `onnx_path` as ONNX Runtime's graph optimizer leaves it, saved once
+    (`<stem>.cpu.onnx` beside it, its weights mapped from `<stem>.cpu.onnx.data`), so opening a session
+    does not optimize the graph again: that was most of the time a session took to open. With `heads`
+    (the graph's attention head count), its attention blocks are first fused into one kernel each (see
+    `cpu_attention`).
 
-    Made once and remade when the source changes (a small `<stem>.cpu.json` record holds the source's stamp),
-    so opening a session neither imports onnx nor parses the graph. Where the folder is read-only, the
-    graph runs as it is.
+    Made again when the source, ONNX Runtime or the CPU changes (a small `<stem>.cpu.json` record holds the
+    stamp), so opening a session neither imports onnx nor parses the graph. Where the folder is read-only,
+    the graph runs as it is.
     """
     target = onnx_path.with_name(f"{onnx_path.stem}.cpu.onnx")
     record = target.with_suffix(".json")
     stamp = _stamp(onnx_path)
     try:
         known = json.loads(record.read_text())
-        if known.get("source") == stamp and (not known.get("fused") or target.is_file()):
-            return target if known["fused"] else onnx_path
+        if known.get("source") == stamp and target.is_file():
+            return target
     except (OSError, ValueError, AttributeError):
         pass  # no record yet, or a damaged one: make it again
+    try:
+        _optimize(onnx_path, heads, target)
+        record.write_text(json.dumps({"source": stamp}))
+    except OSError as error:
+        log.debug("%s: cannot write the CPU graph beside it (%s); running it as it is", onnx_path, error)
+        return onnx_path
+    return target
+
+
+def _optimize(onnx_path: Path, heads: int | None, target: Path) -> None:
     import onnx
 
     from npu_ep.cpu_attention import fuse_attention
+    from npu_ep.model_folder import save_mapped, weights_file
 
-    model = onnx.load(str(onnx_path), load_external_data=False)  # mapped weights stay in the shared file
-    fused = fuse_attention(model, heads)
+    scratch = [target.with_name(f".{target.stem}.{os.getpid()}.{part}.onnx") for part in ("fused", "optimized")]
+    fused, optimized = scratch
     try:
-        if fused:
-            temporary = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-            onnx.save(model, str(temporary))
-            temporary.replace(target)
-        record.write_text(json.dumps({"source": stamp, "fused": fused}))
-    except OSError as error:
-        log.debug("%s: cannot write the CPU graph beside it (%s); running it unfused", onnx_path, error)
-        return onnx_path
-    return target if fused else onnx_path
+        source = onnx_path
+        if heads:
+            model = onnx.load(str(onnx_path), load_external_data=False)  # its weights stay in the source's file
+            if fuse_attention(model, heads):
+                onnx.save(model, str(fused))
+                source = fused
+        options = ort.SessionOptions()
+        # Extended, not all: the layout changes of the last level are specific to this CPU's kernels, and
+        # the session opening the file applies them, quickly.
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+        options.optimized_model_filepath = str(optimized)
+        options.add_session_config_entry("session.optimized_model_external_initializers_file_name",
+                                         weights_file(optimized).name)
+        options.log_severity_level = 3
+        ort.InferenceSession(str(source), options, providers=["CPUExecutionProvider"])
+        # ORT writes its weights unaligned, which it then copies onto the heap: rewrite them mappable.
+        save_mapped(onnx.load(str(optimized)), target)
+    finally:
+        for path in scratch:
+            path.unlink(missing_ok=True)
+            weights_file(path).unlink(missing_ok=True)
 
 
 def unsigned_weights(onnx_path: Path) -> onnx.ModelProto | None:

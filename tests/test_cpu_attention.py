@@ -44,10 +44,42 @@ def test_encoder_attention_runs_fused_with_the_same_output(random_model_dir: Pat
     np.testing.assert_allclose(session.run(None, {"input_features": features})[0], want, atol=1e-4 * np.abs(want).max())
 
 
-def test_a_graph_without_attention_blocks_is_run_as_it_is(random_model_dir: Path, tmp_path: Path) -> None:
+def test_every_graph_opens_as_its_saved_optimized_copy(random_model_dir: Path, tmp_path: Path) -> None:
+    from npu_ep.model_folder import WEIGHTS_ALIGNMENT, weights_file
+
     folder = tmp_path / "model"
     shutil.copytree(random_model_dir, folder)
-    # The decoder-with-past's attention reads cached keys/values, not a split of its own projections.
+    # The decoder-with-past's attention reads cached keys/values, not a split of its own projections: it is
+    # optimized, not fused.
     source = folder / "decoder_with_past_model.onnx"
-    assert cpu_graph(source, 4) == source
-    assert not source.with_name("decoder_with_past_model.cpu.onnx").exists()
+    saved = cpu_graph(source)
+    assert saved == source.with_name("decoder_with_past_model.cpu.onnx")
+    model = onnx.load(saved, load_external_data=False)
+    assert "MultiHeadAttention" not in [node.op_type for node in model.graph.node]
+    # ORT's optimizer fused nodes: the graph it saved is smaller than the source.
+    assert len(model.graph.node) < len(onnx.load(source, load_external_data=False).graph.node)
+    # Its weights are at offsets ONNX Runtime maps, in its own file.
+    offsets = [int(entry.value) for tensor in model.graph.initializer for entry in tensor.external_data
+               if entry.key == "offset"]
+    assert offsets and all(offset % WEIGHTS_ALIGNMENT == 0 for offset in offsets)
+    assert weights_file(saved).is_file()
+    assert not [p.name for p in folder.iterdir() if p.name.startswith(".")]  # no scratch files left
+
+    feeds = {}
+    session = ort.InferenceSession(str(source), providers=["CPUExecutionProvider"])
+    rng = np.random.default_rng(0)
+    for value in session.get_inputs():
+        shape = [1 if dim == "batch_size" else 5 if isinstance(dim, str) else dim for dim in value.shape]
+        feeds[value.name] = (np.array([[3]], np.int64) if value.name == "input_ids"
+                             else rng.standard_normal(shape).astype(np.float32))
+    want = session.run(None, feeds)
+    got = create_session(source, "cpu", 1).run(None, feeds)
+    for a, b in zip(got, want):
+        np.testing.assert_allclose(a, b, atol=1e-4 * max(np.abs(b).max(), 1.0))
+
+    # Made again under another ONNX Runtime (or CPU): the record holds both.
+    record = saved.with_suffix(".json")
+    assert ort.__version__ in json.loads(record.read_text())["source"]
+    record.write_text(json.dumps({"source": "1:2:2:0.0.0:"}))
+    made = saved.stat().st_mtime_ns
+    assert cpu_graph(source) == saved and saved.stat().st_mtime_ns != made

@@ -61,12 +61,12 @@ def test_folder_holds_the_three_graphs_configs_and_manifest(random_model_dir):
     assert manifest["multilingual"] is False and manifest["languages"] == ["en"]
     assert {"torch", "transformers", "optimum", "onnxruntime", "python"} <= manifest["tools"].keys()
     # Partitioned copies and their records (`<stem>.<profile>.onnx/.json`, written beside the graphs by
-    # any NPU session, e.g. bench's NPU section) and the CPU sessions' fused graphs (`<stem>.cpu.onnx/.json`)
+    # any NPU session, e.g. bench's NPU section) and the CPU sessions' optimized graphs (`<stem>.cpu.onnx/.onnx.data/.json`)
     # are a cache the manifest does not list.
     from npu_ep.partition.profiles import PROFILES
 
     cache = {f"{stem}.{profile}.{ext}" for stem in ("encoder_model", "decoder_model", "decoder_with_past_model")
-             for profile in (*PROFILES, "cpu") for ext in ("onnx", "json")}
+             for profile in (*PROFILES, "cpu") for ext in ("onnx", "json", "onnx.data")}
     on_disk = sorted(p.name for p in random_model_dir.iterdir() if p.name != "manifest.json" and p.name not in cache)
     assert sorted(manifest["files"]) == on_disk
     config = random_model_dir / "config.json"
