@@ -207,7 +207,7 @@ def cpu_graph(onnx_path: Path, heads: int | None = None) -> Path:
     """
     target = onnx_path.with_name(f"{onnx_path.stem}.cpu.onnx")
     record = target.with_suffix(".json")
-    stamp = _stamp(onnx_path)
+    stamp = f"{_stamp(onnx_path)}:{heads or 0}"
     try:
         known = json.loads(record.read_text())
         if known.get("source") == stamp and target.is_file():

@@ -188,7 +188,8 @@ def _describe(source: Path, manifest: dict, mode: str, form: str, method: str, p
         if form == "matmul-nbits":
             how["weights"] = f"int8, symmetric blocks of {NBITS_BLOCK_SIZE}"
         else:
-            how["weights"] = f"int8 in -{WEIGHT_RANGE}..{WEIGHT_RANGE}, " + ("per channel" if per_channel else "per tensor")
+            how["weights"] = (f"int8 in -{WEIGHT_RANGE}..{WEIGHT_RANGE}, " + ("per channel" if per_channel else "per tensor")
+                              + f"; vocabulary projection: int8, symmetric blocks of {NBITS_BLOCK_SIZE}")
         how["activations"] = "uint8, quantized at run time" if form == "matmul-integer" else "int8 blocks at run time (accuracy level 4)"
     else:
         how["form"] = "qdq"
