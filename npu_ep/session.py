@@ -232,6 +232,7 @@ def _optimize(onnx_path: Path, heads: int | None, target: Path) -> None:
     scratch = [target.with_name(f".{target.stem}.{os.getpid()}.{part}.onnx") for part in ("fused", "optimized")]
     fused, optimized = scratch
     try:
+        optimized.touch()  # an OSError here, not a failing ORT session below, for a folder that cannot be written
         source = onnx_path
         if heads:
             model = onnx.load(str(onnx_path), load_external_data=False)  # its weights stay in the source's file

@@ -83,3 +83,23 @@ def test_every_graph_opens_as_its_saved_optimized_copy(random_model_dir: Path, t
     record.write_text(json.dumps({"source": "1:2:2:0.0.0:"}))
     made = saved.stat().st_mtime_ns
     assert cpu_graph(source) == saved and saved.stat().st_mtime_ns != made
+
+
+def test_a_folder_that_cannot_be_written_runs_its_graphs_as_they_are(random_model_dir: Path, tmp_path: Path) -> None:
+    import subprocess
+
+    import pytest
+
+    folder = tmp_path / "model"
+    shutil.copytree(random_model_dir, folder)
+    for stale in folder.glob("*.cpu.*"):
+        stale.unlink()
+    # Immutable: even root cannot create files in it (a read-only folder would not stop root).
+    if subprocess.run(["chattr", "+i", str(folder)], capture_output=True).returncode != 0:
+        pytest.skip("this file system has no immutable attribute")
+    try:
+        source = folder / "decoder_with_past_model.onnx"
+        assert cpu_graph(source) == source
+        assert create_session(folder / ENCODER_FILE, "cpu", 1, attention_heads=4).get_inputs()
+    finally:
+        subprocess.run(["chattr", "-i", str(folder)], check=True)
