@@ -153,7 +153,8 @@ def test_real_batched_vad_and_word_timestamps_keep_the_recordings_times(tiny_en_
     pipeline = npu_ep.Pipeline(tiny_en_dir, threads=2)
     segments, info = pipeline.transcribe(audio, batch_size=4, vad_filter=True, word_timestamps=True)
     text = transcript_text(segments)
-    assert text.lower().count("not what your country can do for you") == 2
+    # Both copies may now share one window, punctuated as tiny.en likes ("asked, not, what"): count words.
+    assert " ".join(normalize_text(text)).count("not what your country can do for you") == 2, text
     second_start = 11.0 + 25.0
     words = [word for segment in segments for word in segment.words]
     assert all(a.start <= b.start for a, b in zip(words, words[1:]))
