@@ -149,3 +149,32 @@ def test_shipped_samples_have_valid_references():
 
     references = load_references(SAMPLES_DIR / "references.json")
     assert references and all((SAMPLES_DIR / name).is_file() for name in references)
+
+
+def test_errors_per_word_charge_the_alignment_to_reference_words():
+    from npu_ep.metrics import errors_per_word, word_errors
+
+    # "your" substituted, "for" deleted, "friends" inserted after the last word.
+    hypothesis = "And so my fellow Americans, ask not what my country can do you, ask what you can do for your country friends."
+    charged = errors_per_word(JFK_TEXT, hypothesis)
+    assert sum(charged) == word_errors(JFK_TEXT, hypothesis)[0] == 3
+    words = JFK_TEXT.lower().replace(",", "").rstrip(".").split()
+    assert [words[i] for i, count in enumerate(charged) if count] == ["your", "for", "country"]
+    assert errors_per_word("", "words in silence") == []
+
+
+def test_wer_interval_tells_a_real_difference_from_chance():
+    from npu_ep.metrics import wer_difference_interval
+
+    sentences = [f"Sentence number {n} is read aloud by a voice." for n in range(60)]
+    reference = " ".join(sentences)
+    # A drops one word of every sentence: a difference the interval must keep away from zero.
+    dropped = " ".join(s.replace(" aloud", "") for s in sentences)
+    difference, low, high = wer_difference_interval([(reference, dropped, reference)])
+    assert difference == pytest.approx(100 / 9) and 0 < low <= difference <= high
+    # A and B each miss one different sentence's word: equal WER, an interval around zero.
+    first = reference.replace("number 3 is", "number 3")
+    second = reference.replace("number 40 is", "number 40")
+    difference, low, high = wer_difference_interval([(reference, first, second)])
+    assert difference == 0 and low < 0 < high
+    assert wer_difference_interval([("", "uh", "")]) is None

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from npu_ep.bench.engines import STAGES
+from npu_ep.metrics import normalize_text, wer_difference_interval
 
 BASELINE = "faster-whisper-int8"
 # Same-run comparisons (ours, theirs, the ratio to reach or None): our fp32 pipeline against faster-whisper's
@@ -49,7 +50,18 @@ def _longest_file_speeds(ours: dict[str, Any], theirs: dict[str, Any]) -> tuple[
     return longest["file"], longest["audio_seconds"] / longest["median_seconds"], other["audio_seconds"] / other["median_seconds"]
 
 
-def int8_targets(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def _wer_difference(ours: dict[str, Any], theirs: dict[str, Any], references: dict[str, str]) -> tuple[float, float, float] | None:
+    """Our WER minus theirs in points, with its 95 % paired bootstrap interval, over the files both transcribed."""
+    theirs_texts = {entry["file"]: entry["text"] for entry in theirs["files"]}
+    return wer_difference_interval([(references[entry["file"]], entry["text"], theirs_texts[entry["file"]])
+                                    for entry in ours["files"] if entry["file"] in references and entry["file"] in theirs_texts])
+
+
+def _interval(difference: tuple[float, float, float] | None) -> str:
+    return "" if difference is None else f"; 95 % interval of the difference {difference[1]:+.1f} to {difference[2]:+.1f}"
+
+
+def int8_targets(results: list[dict[str, Any]], references: dict[str, str]) -> list[dict[str, Any]]:
     """Each target of ours-int8 against faster-whisper-int8 (same model and beam), measured and whether it is met."""
     checks = []
     for key in dict.fromkeys(_key(summary) for summary in results):
@@ -72,7 +84,7 @@ def int8_targets(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
         if ours["wer"] is not None and theirs["wer"] is not None:
             excess = ours["wer"] - theirs["wer"]
             check("WER excess (points)", excess, WER_MARGIN_POINTS, excess <= WER_MARGIN_POINTS,
-                  f"{ours['wer']:.1f} % vs {theirs['wer']:.1f} %")
+                  f"{ours['wer']:.1f} % vs {theirs['wer']:.1f} %{_interval(_wer_difference(ours, theirs, references))}")
         if ours["peak_rss_mb"] is not None and theirs["peak_rss_mb"] is not None:
             excess = ours["peak_rss_mb"] - theirs["peak_rss_mb"]
             check("peak RSS excess (MB)", excess, RSS_MARGIN_MB, excess <= RSS_MARGIN_MB,
@@ -83,8 +95,9 @@ def int8_targets(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return checks
 
 
-def add_ratios(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Give each measured summary `vs_baseline`, and return the same-run target ratios per model and beam."""
+def add_ratios(results: list[dict[str, Any]], references: dict[str, str]) -> list[dict[str, Any]]:
+    """Give each measured summary `vs_baseline`, and return the same-run target ratios per model and beam, each
+    with the WER difference of the pair (and its interval) where there are references."""
     targets = []
     for summary in results:
         if summary["status"] == "ok":
@@ -94,9 +107,13 @@ def add_ratios(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
         for ours_engine, theirs_engine, target in TARGETS:
             ours, theirs = _speed(results, ours_engine, key), _speed(results, theirs_engine, key)
             if ours and theirs:
+                mine, other = _summary(results, ours_engine, key), _summary(results, theirs_engine, key)
+                difference = _wer_difference(mine, other, references)
                 targets.append({"model": key[0], "beam_size": key[1], "ours": ours_engine, "theirs": theirs_engine,
                                 "ratio": ours / theirs, "target": target, "met": None if target is None else ours / theirs >= target,
-                                "ours_x_realtime": ours, "theirs_x_realtime": theirs})
+                                "ours_x_realtime": ours, "theirs_x_realtime": theirs,
+                                "ours_wer": mine["wer"], "theirs_wer": other["wer"], "wer_difference": difference,
+                                "wer_met": None if target is None or difference is None else difference[0] <= WER_MARGIN_POINTS})
     return targets
 
 
@@ -131,10 +148,15 @@ def markdown(report: dict[str, Any]) -> str:
     for target in report["target_ratios"]:
         verdict = "" if target["target"] is None else (
             f", target ≥ {target['target']:.2f}×: {'met' if target['met'] else 'NOT met'}")
+        difference = target.get("wer_difference")
+        wer = "" if difference is None else (
+            f"; WER {target['ours_wer']:.1f} % vs {target['theirs_wer']:.1f} %, **{difference[0]:+.1f}** points"
+            f"{_interval(difference)}"
+            + ("" if target["wer_met"] is None else f", target ≤ +{WER_MARGIN_POINTS:g}: {'met' if target['wer_met'] else 'NOT met'}"))
         lines.append(
             f"Same-run ratio {target['ours']} / {target['theirs']} ({target['model']}, beam {target['beam_size']}): "
             f"**{target['ratio']:.2f}×** ({target['ours_x_realtime']:.1f}× vs {target['theirs_x_realtime']:.1f}× "
-            f"realtime{verdict})"
+            f"realtime{verdict}){wer}"
         )
     if report.get("int8_targets"):
         lines += ["", f"Targets, {INT8_PAIR[0]} against {INT8_PAIR[1]} (same run):", "",
@@ -145,6 +167,11 @@ def markdown(report: dict[str, Any]) -> str:
         goal = (("≥ " if target["target"].startswith("speed") else "≤ ") + f"{target['goal']:g}×") if ratio else f"≤ +{target['goal']:g}"
         lines.append(f"| {target['model']} | {target['beam_size']} | {target['target']} | {value} | {goal} "
                      f"| {'yes' if target['met'] else '**no**'} | {target['detail']} |")
+    if any(t.get("wer_difference") for t in report["target_ratios"]) or any("interval" in t["detail"] for t in report.get("int8_targets", [])):
+        words = sum(len(normalize_text(f["reference"] or "")) for f in report["files"])
+        lines += ["", f"95 % interval: paired bootstrap over the reference sentences ({words} words), each drawn again "
+                  "with the errors both engines made on it; an interval that spans 0 is a difference these words "
+                  "cannot tell from chance."]
     if any(s["engine"].endswith("-batched") for s in report["results"]):
         lines += ["", f"The *-batched engines decode {settings.get('batch_size', 1)} windows per batch: VAD chunks joined up "
                   "to 30 s, text without timestamps (faster-whisper's BatchedInferencePipeline with its defaults; ours "
