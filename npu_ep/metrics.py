@@ -21,27 +21,10 @@ def normalize_text(text: str) -> list[str]:
     return _NON_WORD.sub(" ", text.lower()).split()
 
 
-def word_errors(reference: str, hypothesis: str) -> tuple[int, int]:
-    """(substitutions + deletions + insertions, reference word count) after normalising both."""
-    ref, hyp = normalize_text(reference), normalize_text(hypothesis)
-    previous = list(range(len(hyp) + 1))
-    for i, ref_word in enumerate(ref, 1):
-        current = [i]
-        for j, hyp_word in enumerate(hyp, 1):
-            current.append(min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (ref_word != hyp_word)))
-        previous = current
-    return previous[-1], len(ref)
-
-
-def errors_per_word(reference: str, hypothesis: str) -> list[int]:
-    """The errors of one minimal alignment, charged to the reference words: a substitution or deletion to its
-    word, an insertion to the reference word after it (the last one at the end). Sums to `word_errors`'s count;
-    an empty reference gives []."""
+def _distance_table(ref: list[str], hyp: list[str]):
+    """Edit distances between every prefix of `ref` (rows) and of `hyp` (columns), as a numpy array."""
     import numpy as np
 
-    ref, hyp = normalize_text(reference), normalize_text(hypothesis)
-    if not ref:
-        return []
     vocabulary = {word: index for index, word in enumerate(dict.fromkeys(ref + hyp))}
     hyp_ids = np.array([vocabulary[word] for word in hyp], dtype=np.int64)
     steps = np.arange(len(hyp) + 1)
@@ -51,6 +34,23 @@ def errors_per_word(reference: str, hypothesis: str) -> list[int]:
         # Substitution or deletion from the row above, then insertions along the row (a running minimum).
         best = np.minimum(table[i - 1] + 1, np.concatenate(([i], table[i - 1, :-1] + (hyp_ids != vocabulary[word]))))
         table[i] = np.minimum.accumulate(best - steps) + steps
+    return table
+
+
+def word_errors(reference: str, hypothesis: str) -> tuple[int, int]:
+    """(substitutions + deletions + insertions, reference word count) after normalising both."""
+    ref, hyp = normalize_text(reference), normalize_text(hypothesis)
+    return int(_distance_table(ref, hyp)[-1, -1]), len(ref)
+
+
+def errors_per_word(reference: str, hypothesis: str) -> list[int]:
+    """The errors of one minimal alignment, charged to the reference words: a substitution or deletion to its
+    word, an insertion to the reference word after it (the last one at the end). Sums to `word_errors`'s count;
+    an empty reference gives []."""
+    ref, hyp = normalize_text(reference), normalize_text(hypothesis)
+    if not ref:
+        return []
+    table = _distance_table(ref, hyp)
     charged = [0] * len(ref)
     i, j = len(ref), len(hyp)
     while i > 0 or j > 0:
