@@ -3,11 +3,13 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
 from pathlib import Path
 
 import numpy as np
 import onnx
 import onnxruntime as ort
+import pytest
 
 from npu_ep.session import cpu_graph, create_session
 from npu_ep.whisper.spec import ENCODER_FILE, ModelDims
@@ -86,10 +88,6 @@ def test_every_graph_opens_as_its_saved_optimized_copy(random_model_dir: Path, t
 
 
 def test_a_folder_that_cannot_be_written_runs_its_graphs_as_they_are(random_model_dir: Path, tmp_path: Path) -> None:
-    import subprocess
-
-    import pytest
-
     folder = tmp_path / "model"
     shutil.copytree(random_model_dir, folder)
     for stale in folder.glob("*.cpu.*"):
