@@ -1,4 +1,4 @@
-"""Batched mode (`batch_size` above 1): windows fixed beforehand, encoded and decoded several at a time.
+"""Batched mode (`batch_size` above 1): windows fixed beforehand, encoded one by one and decoded several at a time.
 
 Most tests run the small random-weight export (fast); the real tiny.en checks what batching must keep:
 jfk's and the shipped clips' text, word timestamps and VAD times.

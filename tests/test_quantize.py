@@ -16,6 +16,7 @@ from npu_ep.metrics import wer
 from npu_ep.quantize import quantize_model
 from npu_ep.quantize.build import matching_nodes
 from npu_ep.quantize.folder import ACCURACY, ONNX_FILES
+from npu_ep.whisper.audio import load_audio
 from npu_ep.whisper.pipeline import Pipeline
 
 JFK_TEXT = "And so my fellow Americans, ask not what your country can do for you, ask what you can do for your country."
@@ -276,9 +277,15 @@ def test_refuses_a_wer_rise_over_the_limit_and_writes_nothing(
     assert not out.exists() and not list(tmp_path.iterdir())
 
 
-def test_tiny_en_dynamic_int8_keeps_jfk_word_perfect(tiny_en_dir: Path, jfk_path: Path, tmp_path: Path) -> None:
-    out = tmp_path / "tiny.en-int8-dynamic"
+@pytest.fixture(scope="module")
+def tiny_en_int8(tiny_en_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("real") / "tiny.en-int8-dynamic"
     assert main(["quantize", "--model", str(tiny_en_dir), "--mode", "dynamic", "--out", str(out)]) == 0
+    return out
+
+
+def test_tiny_en_dynamic_int8_keeps_jfk_word_perfect(tiny_en_int8: Path, tiny_en_dir: Path, jfk_path: Path) -> None:
+    out = tiny_en_int8
     report = json.loads((out / "accuracy.json").read_text())
     assert report["encoder_cosine_min"] > 0.99
     assert report["first_step_top1_agreement"] == 1.0
@@ -291,6 +298,20 @@ def test_tiny_en_dynamic_int8_keeps_jfk_word_perfect(tiny_en_dir: Path, jfk_path
 
     sizes = {name: size(out / name) / size(tiny_en_dir / name) for name in ONNX_FILES}
     assert all(ratio < 0.6 for ratio in sizes.values()), sizes
+
+
+def test_tiny_en_dynamic_int8_encodes_a_window_the_same_whatever_shares_its_batch(tiny_en_int8: Path,
+                                                                                  jfk_path: Path) -> None:
+    """The int8 encoder quantizes its activations at run time with one scale per run: the batch's windows are
+    encoded one run each, so jfk encodes the same alone and beside a much louder window."""
+    from npu_ep.whisper.features import encoder_features
+
+    model = Pipeline(tiny_en_int8, threads=2).model
+    jfk = load_audio(jfk_path)
+    loud = np.clip(8.0 * np.roll(jfk, len(jfk) // 3), -1.0, 1.0)
+    features = np.stack([encoder_features(jfk, model.n_mels), encoder_features(loud, model.n_mels)])
+    alone, together = model.encode_batch(features[:1]), model.encode_batch(features)  # kept: .numpy() views them
+    np.testing.assert_array_equal(together.numpy()[:1], alone.numpy())
 
 
 def test_base_dynamic_int8_encoder_agrees_with_fp32_as_transcribed(base_dir: Path, jfk_path: Path, tmp_path: Path) -> None:

@@ -1,4 +1,4 @@
-"""Batched mode (`batch_size` above 1): windows fixed beforehand, encoded and decoded `batch_size` at a time.
+"""Batched mode (`batch_size` above 1): windows fixed beforehand, encoded one by one, decoded `batch_size` at a time.
 
 The windows of a recording are its 30 s steps, or with VAD its speech chunks joined up to 30 s (as
 faster-whisper's BatchedInferencePipeline cuts them), and the windows of several recordings follow each
@@ -127,7 +127,7 @@ def _run(pipeline: Pipeline, jobs: Iterable[_Job], options: DecodeOptions) -> It
 
 
 def _decode(pipeline: Pipeline, batch: list[_Window], options: DecodeOptions) -> Iterator[tuple[_Job, list[Segment]]]:
-    """Features, one encoder run and the batched decoder over `batch`; each window's segments in order.
+    """Features, the encoder and the batched decoder over `batch`; each window's segments in order.
     The batch's encoder and decoder time is shared out evenly among its windows' recordings."""
     model, tokenizer = pipeline.model, pipeline.tokenizer
     clock = time.perf_counter()

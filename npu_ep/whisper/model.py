@@ -61,7 +61,6 @@ class WhisperOnnx:
         self.n_text_ctx: int = self.dims.n_text_ctx
         self.vocab_size: int = self.dims.n_vocab
         exact = _needs_exact_int8(model_dir, manifest)
-        self.device = device
         self.encoder = create_session(model_dir / ENCODER_FILE, device, threads, exact, self.dims.n_audio_head)
         self.decoder = create_session(model_dir / DECODER_FILE, device, threads, exact)
         self.decoder_with_past = create_session(model_dir / DECODER_WITH_PAST_FILE, device, threads, exact)
@@ -79,19 +78,20 @@ class WhisperOnnx:
         """Encoder states (an OrtValue, fed on to the decoder without a copy) of features [n_mels, 3000]."""
         from onnxruntime import OrtValue
 
-        return self.encode_batch(features[None])
+        window = OrtValue.ortvalue_from_numpy(np.ascontiguousarray(features[None], dtype=np.float32))
+        return self.encoder.run_with_ort_values([ENCODER_OUTPUT], {INPUT_FEATURES: window})[0]
 
     def encode_batch(self, features: np.ndarray):
-        """Encoder states [batch, frames, d_model] (an OrtValue) of features [batch, n_mels, 3000]: one
-        encoder run on the CPU; one per window on an NPU, whose kernels are built for one window's shape."""
+        """Encoder states [batch, frames, d_model] (an OrtValue) of features [batch, n_mels, 3000], one encoder
+        run per window. A dynamic int8 encoder takes one activation scale per run, so a window run alone encodes
+        the same whichever windows share its batch; on the CPU one run of the whole batch is no faster and holds
+        every window's attention scores at once; an NPU's kernels are built for one window's shape."""
         from onnxruntime import OrtValue
 
-        features = np.ascontiguousarray(features, dtype=np.float32)
-        if self.device == "cpu" or len(features) == 1:
-            batch = OrtValue.ortvalue_from_numpy(features)
-            return self.encoder.run_with_ort_values([ENCODER_OUTPUT], {INPUT_FEATURES: batch})[0]
-        rows = [self.encode_batch(row[None]).numpy() for row in features]
-        return OrtValue.ortvalue_from_numpy(np.concatenate(rows))
+        if len(features) == 1:
+            return self.encode(features[0])
+        states = [self.encode(window) for window in features]  # kept alive: .numpy() views their buffers
+        return OrtValue.ortvalue_from_numpy(np.concatenate([window.numpy() for window in states]))
 
     def start(self, tokens: list[int], encoder_states, first: int = 0) -> Opening:
         """Run the decoder over the opening `tokens` of a window; logits from position `first` on."""
