@@ -116,7 +116,7 @@ def add_transcription_arguments(parser: argparse.ArgumentParser, formats: tuple[
                        help="transcribe only the speech Silero VAD finds (default: False)")
     _option(group, "vad_parameters", 'VAD options as JSON, e.g. {"min_silence_duration_ms": 500} (default: faster-whisper\'s)',
             type=_json_object)
-    _option(group, "batch_size", "windows encoded and decoded together; above 1, windows are fixed 30 s steps (VAD "
+    _option(group, "batch_size", "windows decoded together; above 1, windows are fixed 30 s steps (VAD "
             "chunks with --vad), decoded without the text before them, one segment each, and the windows of several "
             "files share batches", type=int)
 

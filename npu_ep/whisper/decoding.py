@@ -76,7 +76,7 @@ class DecodeOptions:
             around text that looks made up (unlikely, very short or very long words).
         vad_filter: transcribe only the speech Silero VAD finds (times stay those of the whole audio).
         vad_parameters: `VadOptions` (or a dict of its fields) for `vad_filter`; None: the defaults.
-        batch_size: windows encoded and decoded together. Above 1 (batched mode) the windows are fixed
+        batch_size: windows decoded together. Above 1 (batched mode) the windows are fixed
             beforehand (VAD chunks joined up to 30 s with `vad_filter`, else 30 s steps) and decoded
             independently: each is prompted by `initial_prompt` and `hotwords` only, never by the text
             before it, as faster-whisper's BatchedInferencePipeline does.
