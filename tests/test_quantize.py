@@ -310,7 +310,8 @@ def test_tiny_en_dynamic_int8_encodes_a_window_the_same_whatever_shares_its_batc
     jfk = load_audio(jfk_path)
     loud = np.clip(8.0 * np.roll(jfk, len(jfk) // 3), -1.0, 1.0)
     features = np.stack([encoder_features(jfk, model.n_mels), encoder_features(loud, model.n_mels)])
-    alone, together = model.encode_batch(features[:1]), model.encode_batch(features)  # kept: .numpy() views them
+    # `together` stays referenced: made from a numpy array, its .numpy() is a view of that array.
+    alone, together = model.encode_batch(features[:1]), model.encode_batch(features)
     np.testing.assert_array_equal(together.numpy()[:1], alone.numpy())
 
 

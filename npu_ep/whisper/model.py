@@ -90,8 +90,7 @@ class WhisperOnnx:
 
         if len(features) == 1:
             return self.encode(features[0])
-        states = [self.encode(window) for window in features]  # kept alive: .numpy() views their buffers
-        return OrtValue.ortvalue_from_numpy(np.concatenate([window.numpy() for window in states]))
+        return OrtValue.ortvalue_from_numpy(np.concatenate([self.encode(window).numpy() for window in features]))
 
     def start(self, tokens: list[int], encoder_states, first: int = 0) -> Opening:
         """Run the decoder over the opening `tokens` of a window; logits from position `first` on."""
