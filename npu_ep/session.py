@@ -1,6 +1,7 @@
 """Opening ONNX files for a device: the layer above the partition pass and the NPU provider.
 
-`create_session` is the one door the pipeline, quantize and bench use to open an ONNX file.
+`create_session` is the one door the pipeline, quantize and bench use to open an ONNX file
+(`create_merged_decoder` opens a folder's two decoders as one, on the CPU).
 For "npu"/"emulator" it partitions the file once (a cached copy beside it, e.g.
 encoder_model.xdna1.onnx) and opens that copy with the provider's custom ops registered and bound to
 a device state owned by the session; a file with nothing worth the NPU runs as it is. "auto" is the
@@ -13,7 +14,7 @@ import json
 import logging
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 import onnxruntime as ort
@@ -38,6 +39,9 @@ DISABLE_QDQ_FUSION = "session.disable_quant_qdq"
 STOP_SPINNING = "session.force_spinning_stop"
 # Bump when CPU graphs are made differently (`cpu_graph`), so cached ones are made again.
 CPU_GRAPH_VERSION = 2
+# The CPU graph of a folder's two decoders merged into one (`create_merged_decoder`), beside them: not
+# `decoder*merged*.onnx`, the name optimum would load as its own merged decoder.
+MERGED_DECODER_FILE = "decoders.cpu.onnx"
 
 log = logging.getLogger(__name__)
 
@@ -113,18 +117,8 @@ def create_session(onnx_path: str | Path, device: str = "cpu", threads: int | No
     """
     _check(device)
     device = resolve_device(device)
-    options = ort.SessionOptions()
-    # The arena keeps every peak a new prompt length or fallback batch asks for, so peak memory grows
-    # over long audio; without it, it stays nearly flat at the same speed (docs/measurements.md).
-    options.enable_cpu_mem_arena = False
-    # ORT warns at load that an initializer listed as an input (the first-pass decoder's LOGITS_START default)
-    # is not folded as a constant: that is what makes it a default. Its errors still show.
-    options.log_severity_level = 3
-    options.add_session_config_entry(STOP_SPINNING, "1")
-    _return_large_buffers()
     threads = intra_op_threads(threads)
-    if threads:
-        options.intra_op_num_threads = threads
+    options = _options(threads)
     onnx_path = Path(onnx_path)
     source: str | bytes = str(onnx_path)
     computed_exactly = exact_int8 and not cpu().exact_int8
@@ -168,6 +162,38 @@ def create_session(onnx_path: str | Path, device: str = "cpu", threads: int | No
     return session
 
 
+def create_merged_decoder(first_path: Path, past_path: Path, device: str = "cpu", threads: int | None = None,
+                          exact_int8: bool = False) -> ort.InferenceSession | None:
+    """One CPU session running both decoder graphs, their weights held once (see `decoder_merge`): its
+    USE_CACHE_BRANCH input picks the graph. None where the two open as sessions of their own: on an NPU,
+    whose partition is made per graph; where the int8 is computed exactly (`create_session`); where the
+    folder cannot hold the merged graph."""
+    _check(device)
+    if resolve_device(device) != "cpu" or (exact_int8 and not cpu().exact_int8):
+        return None
+    threads = intra_op_threads(threads)
+    target = first_path.with_name(MERGED_DECODER_FILE)
+    stamp = f"{_stamp(first_path)}+{_stamp(past_path)}"
+    if not _saved_optimized(target, stamp, lambda scratch: _merged(first_path, past_path, scratch)):
+        return None
+    return ort.InferenceSession(str(target), _options(threads), providers=["CPUExecutionProvider"])
+
+
+def _options(threads: int | None) -> ort.SessionOptions:
+    options = ort.SessionOptions()
+    # The arena keeps every peak a new prompt length or fallback batch asks for, so peak memory grows
+    # over long audio; without it, it stays nearly flat at the same speed (docs/measurements.md).
+    options.enable_cpu_mem_arena = False
+    # ORT warns at load that an initializer listed as an input (LOGITS_START's default, the merged decoder's
+    # empty ones) is not folded as a constant: that is what makes it a default. Its errors still show.
+    options.log_severity_level = 3
+    options.add_session_config_entry(STOP_SPINNING, "1")
+    _return_large_buffers()
+    if threads:
+        options.intra_op_num_threads = threads
+    return options
+
+
 # Without the arena, ONNX Runtime's tensors come from malloc. glibc raises its mmap threshold to the size of
 # each mapped block freed (up to 32 MB), so after the first pass the encoder's multi-MB activations and the
 # opening pass's logits land on the heap, whose freed space is kept and fragments: peak memory creeps up
@@ -206,39 +232,65 @@ def cpu_graph(onnx_path: Path, heads: int | None = None) -> Path:
     the graph runs as it is.
     """
     target = onnx_path.with_name(f"{onnx_path.stem}.cpu.onnx")
+    made = _saved_optimized(target, f"{_stamp(onnx_path)}:{heads or 0}", lambda scratch: _fused(onnx_path, heads, scratch))
+    return target if made else onnx_path
+
+
+def _saved_optimized(target: Path, stamp: str, source: Callable[[Path], Path]) -> bool:
+    """Whether `target` holds the optimized graph of `source(scratch)` (a function writing the graph to optimize,
+    given a scratch path it may use) for `stamp`, making it when its record says otherwise. False when the
+    folder cannot be written."""
     record = target.with_suffix(".json")
-    stamp = f"{_stamp(onnx_path)}:{heads or 0}"
     try:
         known = json.loads(record.read_text())
         if known.get("source") == stamp and target.is_file():
-            return target
+            return True
     except (OSError, ValueError, AttributeError):
         pass  # no record yet, or a damaged one: make it again
     try:
-        _optimize(onnx_path, heads, target)
+        _optimize(source, target)
         record.write_text(json.dumps({"source": stamp}))
     except OSError as error:
-        log.debug("%s: cannot write the CPU graph beside it (%s); running it as it is", onnx_path, error)
+        log.debug("%s: cannot write the CPU graph (%s); running the graphs as they are", target, error)
+        return False
+    return True
+
+
+def _fused(onnx_path: Path, heads: int | None, scratch: Path) -> Path:
+    """`onnx_path` with its attention blocks fused (written to `scratch`), or itself when there are none."""
+    if not heads:
         return onnx_path
-    return target
-
-
-def _optimize(onnx_path: Path, heads: int | None, target: Path) -> None:
     import onnx
 
     from npu_ep.cpu_attention import fuse_attention
+
+    model = onnx.load(str(onnx_path), load_external_data=False)  # its weights stay in the source's file
+    if not fuse_attention(model, heads):
+        return onnx_path
+    onnx.save(model, str(scratch))
+    return scratch
+
+
+def _merged(first_path: Path, past_path: Path, scratch: Path) -> Path:
+    import onnx
+
+    from npu_ep.decoder_merge import merge_decoders
+    from npu_ep.model_folder import weights_file
+
+    merged = merge_decoders(onnx.load(str(first_path)), onnx.load(str(past_path)))
+    onnx.save(merged, str(scratch), save_as_external_data=True, location=weights_file(scratch).name)
+    return scratch
+
+
+def _optimize(source: Callable[[Path], Path], target: Path) -> None:
+    import onnx
+
     from npu_ep.model_folder import save_mapped, weights_file
 
-    scratch = [target.with_name(f".{target.stem}.{os.getpid()}.{part}.onnx") for part in ("fused", "optimized")]
-    fused, optimized = scratch
+    scratch = [target.with_name(f".{target.stem}.{os.getpid()}.{part}.onnx") for part in ("source", "optimized")]
+    made, optimized = scratch
     try:
         optimized.touch()  # an OSError here, not a failing ORT session below, for a folder that cannot be written
-        source = onnx_path
-        if heads:
-            model = onnx.load(str(onnx_path), load_external_data=False)  # its weights stay in the source's file
-            if fuse_attention(model, heads):
-                onnx.save(model, str(fused))
-                source = fused
         options = ort.SessionOptions()
         # Extended, not all: the layout changes of the last level are specific to this CPU's kernels, and
         # the session opening the file applies them, quickly.
@@ -247,7 +299,7 @@ def _optimize(onnx_path: Path, heads: int | None, target: Path) -> None:
         options.add_session_config_entry("session.optimized_model_external_initializers_file_name",
                                          weights_file(optimized).name)
         options.log_severity_level = 3
-        ort.InferenceSession(str(source), options, providers=["CPUExecutionProvider"])
+        ort.InferenceSession(str(source(made)), options, providers=["CPUExecutionProvider"])
         # ORT writes its weights unaligned, which it then copies onto the heap: rewrite them mappable.
         save_mapped(onnx.load(str(optimized)), target)
     finally:

@@ -65,7 +65,7 @@ def test_folder_holds_the_three_graphs_configs_and_manifest(random_model_dir):
     # are a cache the manifest does not list.
     from npu_ep.partition.profiles import PROFILES
 
-    cache = {f"{stem}.{profile}.{ext}" for stem in ("encoder_model", "decoder_model", "decoder_with_past_model")
+    cache = {f"{stem}.{profile}.{ext}" for stem in ("encoder_model", "decoder_model", "decoder_with_past_model", "decoders")
              for profile in (*PROFILES, "cpu") for ext in ("onnx", "json", "onnx.data")}
     on_disk = sorted(p.name for p in random_model_dir.iterdir() if p.name != "manifest.json" and p.name not in cache)
     assert sorted(manifest["files"]) == on_disk

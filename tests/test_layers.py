@@ -15,7 +15,8 @@ ROOT = Path(npu_ep.__file__).parent
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("foundation", ("npu_ep.errors", "npu_ep.paths", "npu_ep.machine")),
     ("model facts", ("npu_ep.whisper.spec", "npu_ep.kernels", "npu_ep.forms")),
-    ("shared tools", ("npu_ep.model_folder", "npu_ep.metrics", "npu_ep.timing", "npu_ep.one_node", "npu_ep.cpu_attention")),
+    ("shared tools", ("npu_ep.model_folder", "npu_ep.metrics", "npu_ep.timing", "npu_ep.one_node", "npu_ep.cpu_attention",
+                      "npu_ep.decoder_merge")),
     ("engines", ("npu_ep.export", "npu_ep.partition", "npu_ep.provider")),
     ("cost-model calibration", ("npu_ep.calibrate",)),
     ("session building", ("npu_ep.session",)),

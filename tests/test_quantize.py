@@ -16,6 +16,7 @@ from npu_ep.metrics import wer
 from npu_ep.quantize import quantize_model
 from npu_ep.quantize.build import matching_nodes
 from npu_ep.quantize.folder import ACCURACY, ONNX_FILES
+from npu_ep.session import MERGED_DECODER_FILE
 from npu_ep.whisper.audio import load_audio
 from npu_ep.whisper.pipeline import Pipeline
 
@@ -110,14 +111,16 @@ def test_weights_are_mapped_from_aligned_files_with_the_same_values(dynamic_rand
 
     model = Pipeline(dynamic_random).model
     mapped = {line.split()[-1] for line in Path("/proc/self/maps").read_text().splitlines() if line.endswith(".data")}
-    # The CPU sessions open the graphs' optimized copies (`session.cpu_graph`), whose weights are mapped too.
-    assert {str(weights_file(dynamic_random / name.replace(".onnx", ".cpu.onnx"))) for name in ONNX_FILES} <= mapped
+    # The CPU sessions open the graphs' optimized copies (`session.cpu_graph`, the decoders merged into one),
+    # whose weights are mapped too.
+    assert {str(weights_file(dynamic_random / name)) for name in ("encoder_model.cpu.onnx", MERGED_DECODER_FILE)} <= mapped
     inline = ort.InferenceSession(onnx.load(dynamic_random / "decoder_model.onnx").SerializeToString(),
                                   providers=["CPUExecutionProvider"])
     features = np.random.default_rng(0).standard_normal((1, 80, 3000)).astype(np.float32)
     states = model.encoder.run(None, {"input_features": features})[0]
     feed = {"input_ids": np.array([[1, 2, 3]], dtype=np.int64), "encoder_hidden_states": states}
-    np.testing.assert_array_equal(model.decoder.run(["logits"], feed)[0], inline.run(["logits"], feed)[0])
+    np.testing.assert_array_equal(model.decoder.run(["logits"], {**feed, **model.first_pass_feeds})[0],
+                                  inline.run(["logits"], feed)[0])
 
 
 def test_accuracy_report_written_and_sane(dynamic_random: Path) -> None:
@@ -137,8 +140,15 @@ def test_each_onnx_file_is_opened_once(random_model_dir: Path, jfk_path: Path, s
     import npu_ep.session
 
     opened: list[Path] = []
-    create_session = npu_ep.session.create_session
+    create_session, create_merged_decoder = npu_ep.session.create_session, npu_ep.session.create_merged_decoder
     monkeypatch.setattr(npu_ep.session, "create_session", lambda path, *a, **k: opened.append(path) or create_session(path, *a, **k))
+
+    def merged(first: Path, past: Path, *args, **kwargs):
+        session = create_merged_decoder(first, past, *args, **kwargs)
+        opened.extend([first, past] if session is not None else [])  # else create_session opens them
+        return session
+
+    monkeypatch.setattr(npu_ep.session, "create_merged_decoder", merged)
     out, _ = quantize_model(random_model_dir, "static", tmp_path / "static", calibration=[jfk_path, second_clip],
                             evaluation=[held_out_clip], max_wer_increase=NO_WER_LIMIT, progress=False)
     assert sorted(p.name for p in opened) == sorted(ONNX_FILES * 2)
@@ -151,10 +161,10 @@ def test_calibration_records_whole_feeds_and_decodes_only_for_a_decoder(random_m
 
     model = FloatModel(Pipeline(random_model_dir))
     feeds = collect_feeds(model, [jfk_path], ONNX_FILES, progress=False).by_file
-    sessions = dict(zip(ONNX_FILES, (model.encoder, model.decoder, model.decoder_with_past)))
     assert set(feeds) == set(ONNX_FILES)
-    for name, session in sessions.items():
-        inputs = {i.name for i in session.get_inputs()}
+    for name in ONNX_FILES:  # each file's own inputs (those without a default), not the merged decoder's
+        graph = onnx.load(random_model_dir / name, load_external_data=False).graph
+        inputs = {i.name for i in graph.input} - {t.name for t in graph.initializer}
         assert feeds[name] and all(set(feed) == inputs for feed in feeds[name]), name
     model.decoder = model.decoder_with_past = None  # the encoder alone to quantize: no decoding
     assert set(collect_feeds(model, [jfk_path], ["encoder_model.onnx"], progress=False).by_file) == {"encoder_model.onnx"}

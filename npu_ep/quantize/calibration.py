@@ -64,6 +64,8 @@ class FloatModel:
         # The cache names, self-attention (grows each step) and cross-attention (fixed), as the model maps them.
         self.self_outputs, self.self_inputs = model.self_outputs, model.self_inputs
         self.cross_outputs, self.cross_inputs = model.cross_outputs, model.cross_inputs
+        # Fed on top of each graph's own inputs (a merged decoder's choice of graph), never recorded with them.
+        self.first_pass_feeds, self.step_feeds = model.first_pass_feeds, model.step_feeds
         # Calibration and evaluation clips are English speech: transcribe without timestamps.
         self.prompt = tokenizer.sot_sequence("en", "transcribe") + [tokenizer.no_timestamps]
         self.eot = tokenizer.eot
@@ -74,12 +76,12 @@ class FloatModel:
     def logits(self, hidden: np.ndarray, tokens: list[int]) -> np.ndarray:
         """Decoder logits [positions, vocab] for prompt + `tokens` in one pass (teacher forcing)."""
         ids = np.array([self.prompt + list(tokens)], dtype=np.int64)
-        return self.decoder.run([LOGITS], {INPUT_IDS: ids, ENCODER_HIDDEN_STATES: hidden})[0][0]
+        return self.decoder.run([LOGITS], {INPUT_IDS: ids, ENCODER_HIDDEN_STATES: hidden, **self.first_pass_feeds})[0][0]
 
     def greedy(self, hidden: np.ndarray, feeds: Feeds | None = None) -> list[int]:
         """Greedy tokens after the prompt (no suppression rules: inputs to record, not a transcript to show)."""
         first = {INPUT_IDS: np.array([self.prompt], dtype=np.int64), ENCODER_HIDDEN_STATES: hidden}
-        outputs = self.decoder.run([LOGITS, *self.self_outputs, *self.cross_outputs], first)
+        outputs = self.decoder.run([LOGITS, *self.self_outputs, *self.cross_outputs], {**first, **self.first_pass_feeds})
         n_self = len(self.self_outputs)
         past = dict(zip(self.self_inputs, outputs[1 : 1 + n_self]))
         # Only the self-attention cache grows; the cross-attention cache is shared by every step.
@@ -93,7 +95,7 @@ class FloatModel:
             step = {INPUT_IDS: np.array([[token]], dtype=np.int64), **past, **cross}
             if feeds is not None:
                 feeds.add(DECODER_WITH_PAST_FILE, step)
-            outputs = self.decoder_with_past.run([LOGITS, *self.self_outputs], step)
+            outputs = self.decoder_with_past.run([LOGITS, *self.self_outputs], {**step, **self.step_feeds})
             past = dict(zip(self.self_inputs, outputs[1:]))
             token = int(outputs[0][0, -1].argmax())
         return tokens

@@ -16,7 +16,7 @@ from npu_ep.errors import NpuEpError
 from npu_ep.model_folder import read_manifest
 from npu_ep.whisper.spec import (ALIGNMENT_OUTPUT, CONFIG_FILE, DECODER_FILE, DECODER_WITH_PAST_FILE, ENCODER_FILE, ENCODER_HIDDEN_STATES,
                                  ENCODER_OUTPUT, INPUT_FEATURES, INPUT_IDS, LOGITS, LOGITS_START, MANIFEST, PRESENT, TOKENIZER_FILE,
-                                 ModelDims, is_cross_attention, past_name)
+                                 USE_CACHE_BRANCH, ModelDims, is_cross_attention, past_name)
 
 log = logging.getLogger(__name__)
 
@@ -45,10 +45,11 @@ def _needs_exact_int8(model_dir: Path, manifest: dict) -> bool:
 
 
 class WhisperOnnx:
-    """Encoder, first-pass decoder and decoder-with-past sessions of one model folder."""
+    """Encoder, first-pass decoder and decoder-with-past sessions of one model folder (on the CPU, the two
+    decoders are one merged session: `first_pass_feeds` and `step_feeds` pick the graph)."""
 
     def __init__(self, model_dir: Path, device: str = "cpu", threads: int | None = None) -> None:
-        from npu_ep.session import create_session
+        from npu_ep.session import create_merged_decoder, create_session
 
         for name in (CONFIG_FILE, ENCODER_FILE, DECODER_FILE, DECODER_WITH_PAST_FILE, TOKENIZER_FILE):
             if not (model_dir / name).exists():
@@ -62,8 +63,15 @@ class WhisperOnnx:
         self.vocab_size: int = self.dims.n_vocab
         exact = _needs_exact_int8(model_dir, manifest)
         self.encoder = create_session(model_dir / ENCODER_FILE, device, threads, exact, self.dims.n_audio_head)
-        self.decoder = create_session(model_dir / DECODER_FILE, device, threads, exact)
-        self.decoder_with_past = create_session(model_dir / DECODER_WITH_PAST_FILE, device, threads, exact)
+        merged = create_merged_decoder(model_dir / DECODER_FILE, model_dir / DECODER_WITH_PAST_FILE, device, threads, exact)
+        if merged is None:
+            self.decoder = create_session(model_dir / DECODER_FILE, device, threads, exact)
+            self.decoder_with_past = create_session(model_dir / DECODER_WITH_PAST_FILE, device, threads, exact)
+        else:
+            self.decoder = self.decoder_with_past = merged
+        # What each decoder pass is fed besides its own graph's inputs: the merged session's choice of graph.
+        self.first_pass_feeds: dict[str, np.ndarray] = {} if merged is None else {USE_CACHE_BRANCH: np.array([False])}
+        self.step_feeds: dict[str, np.ndarray] = {} if merged is None else {USE_CACHE_BRANCH: np.array([True])}
         presents = [o.name for o in self.decoder.get_outputs() if o.name.startswith(PRESENT)]
         self.self_outputs = [n for n in presents if not is_cross_attention(n)]
         self.cross_outputs = [n for n in presents if is_cross_attention(n)]
@@ -104,7 +112,7 @@ class WhisperOnnx:
         from onnxruntime import OrtValue
 
         feeds = {INPUT_IDS: OrtValue.ortvalue_from_numpy(np.array(rows, dtype=np.int64)),
-                 ENCODER_HIDDEN_STATES: encoder_states}
+                 ENCODER_HIDDEN_STATES: encoder_states, **self._first_pass_values()}
         if self.has_logits_start:
             feeds[LOGITS_START] = OrtValue.ortvalue_from_numpy(np.array([first], dtype=np.int64))
         outputs = self.decoder.run_with_ort_values([LOGITS, *self.self_outputs, *self.cross_outputs], feeds)
@@ -119,9 +127,14 @@ class WhisperOnnx:
 
         ids = OrtValue.ortvalue_from_numpy(np.array([tokens], dtype=np.int64))
         logits, scores = self.decoder.run_with_ort_values(
-            ["logits", ALIGNMENT_OUTPUT], {"input_ids": ids, "encoder_hidden_states": encoder_states}
+            [LOGITS, ALIGNMENT_OUTPUT], {INPUT_IDS: ids, ENCODER_HIDDEN_STATES: encoder_states, **self._first_pass_values()}
         )
         return logits.numpy()[0], scores.numpy()[0]
+
+    def _first_pass_values(self) -> dict:
+        from onnxruntime import OrtValue
+
+        return {name: OrtValue.ortvalue_from_numpy(value) for name, value in self.first_pass_feeds.items()}
 
 
 def window_states(encoder_states, index: int):
@@ -179,6 +192,8 @@ class DecoderState:
         self._binding.bind_ortvalue_output(LOGITS, OrtValue.ortvalue_from_numpy(self._logits))
         for name, value in zip(model.cross_inputs, cross_kv):
             self._binding.bind_ortvalue_input(name, value)
+        for name, value in model.step_feeds.items():
+            self._binding.bind_cpu_input(name, value)
         self._bind_self(self_kv)
 
     def _bind_self(self, self_kv: list) -> None:

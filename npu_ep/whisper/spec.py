@@ -44,6 +44,8 @@ LOGITS = "logits"
 # First-pass decoder input with a default (an overridable initializer, 0): the first token position whose logits
 # are computed. A window's opening pass needs them only from <|startoftranscript|> on, not over its prompt.
 LOGITS_START = "logits_start"
+# The merged decoder's input (optimum's name for it): true runs the with-past graph, false the first pass.
+USE_CACHE_BRANCH = "use_cache_branch"
 PRESENT = "present."                         # decoder outputs: key/value caches after this step
 PAST = "past_key_values."                    # decoder-with-past inputs: the caches fed back
 
