@@ -326,11 +326,11 @@ def test_tiny_en_dynamic_int8_encodes_a_window_the_same_whatever_shares_its_batc
 
 
 def test_base_dynamic_int8_encoder_agrees_with_fp32_as_transcribed(base_dir: Path, jfk_path: Path, tmp_path: Path) -> None:
-    """base's sensitive encoder MatMul stays float by default; with it quantized the agreement on jfk is 0.975."""
+    """base's sensitive encoder MatMuls (its fc2s) stay float by default; with them quantized the agreement on jfk is 0.975."""
     out, report = quantize_model(base_dir, "dynamic", tmp_path / "base-int8-dynamic", evaluation=[jfk_path],
                                  parts=("encoder",), progress=False)
     manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["quantization"]["excluded_nodes"]["encoder_model.onnx"] == ["/layers.3/fc2/MatMul"]
+    assert manifest["quantization"]["excluded_nodes"]["encoder_model.onnx"] == [f"/layers.{i}/fc2/MatMul" for i in range(6)]
     assert report["encoder_cosine_as_transcribed_min"] >= 0.99 and report["encoder_cosine_min"] >= 0.99
     assert report["per_clip"][0]["quantized_text"] == report["per_clip"][0]["float_text"]
 

@@ -24,7 +24,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--calibrate-method", choices=METHODS, default="minmax", help="activation ranges (default: minmax)")
     parser.add_argument("--exclude", nargs="*", metavar="PATTERN",
                         help="keep nodes whose '<file stem>:<node name>' contains this glob in float "
-                             "(default: the nodes measured as the sensitive ones: for dynamic base's encoder layers.3/fc2, "
+                             "(default: the nodes measured as the sensitive ones: for dynamic base's encoder fc2s, "
                              "none for other models; for static the last encoder layer's fc1 and fc2; --exclude alone: none)")
     parser.add_argument("--parts", nargs="+", choices=("encoder", "decoder"),
                         help="which models to quantize (default: both for dynamic, the encoder for static)")
