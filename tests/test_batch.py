@@ -153,7 +153,10 @@ def test_sigint_then_rerun_finishes_only_the_rest(tiny_en_dir, tmp_path):
     out = tmp_path / "out"
     command = [sys.executable, "-m", "npu_ep", "batch", str(inputs), "--output-dir", str(out), "--workers", "1", "--quiet"]
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
-    run = subprocess.Popen(command, cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True)
+    # A shell's background job starts with SIGINT ignored, and Python then keeps it ignored: give the run
+    # the default disposition, so it is interrupted however the tests were started.
+    run = subprocess.Popen(command, cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True,
+                           preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     manifest = out / MANIFEST_NAME
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline and run.poll() is None and not (manifest.is_file() and manifest.read_text()):
