@@ -5,6 +5,9 @@ with-past sessions hold the decoder's weights twice. The merged graph is an If o
 branches are the two graphs' nodes, reading the weights from the outer graph: one session, one packed copy.
 Outputs only the first pass makes (the cross-attention caches, the alignment scores) are empty in the
 with-past branch; inputs only one branch reads get empty defaults, so each pass is fed as its own graph was.
+
+Not optimum's `merge_decoders`: importing it loads torch and transformers, which the CPU path does without,
+and it keeps small int64 initializers inside the branches, where LOGITS_START's default would hide the input.
 """
 from __future__ import annotations
 
@@ -33,7 +36,8 @@ def _value_names(graph: onnx.GraphProto) -> set[str]:
 
 
 def _empty_default(value: onnx.ValueInfoProto) -> onnx.TensorProto:
-    """An empty tensor of `value`'s type and rank (its symbolic dimensions 1, the last fixed one kept, one 0)."""
+    """An empty tensor of `value`'s type and rank: its last symbolic dimension (the first, if none is) 0, the
+    other symbolic ones 1, the fixed ones as declared."""
     tensor_type = value.type.tensor_type
     dims = [d.dim_value if d.HasField("dim_value") else 1 for d in tensor_type.shape.dim]
     if not dims:
@@ -107,7 +111,8 @@ def merge_decoders(first: onnx.ModelProto, with_past: onnx.ModelProto) -> onnx.M
     when it is true; weights equal in both are stored once. Its outputs are the first pass's, in order."""
     first_outputs = {value.name for value in first.graph.output}
     if missing := [v.name for v in with_past.graph.output if v.name not in first_outputs]:
-        raise NpuEpError(f"the decoder-with-past graph makes outputs the first-pass one does not: {missing}")
+        raise NpuEpError(f"the decoder-with-past graph makes outputs the first-pass one does not ({', '.join(missing)}): "
+                         "re-export the model with: npu-ep export --force")
     defaults = {tensor.name for graph in (first.graph, with_past.graph) for tensor in graph.initializer} & {
         value.name for graph in (first.graph, with_past.graph) for value in graph.input}
     weights = _Weights(_value_names(first.graph) | _value_names(with_past.graph), defaults)

@@ -49,6 +49,8 @@ class WhisperOnnx:
     decoders are one merged session: `first_pass_feeds` and `step_feeds` pick the graph)."""
 
     def __init__(self, model_dir: Path, device: str = "cpu", threads: int | None = None) -> None:
+        from onnxruntime import OrtValue
+
         from npu_ep.session import create_merged_decoder, create_session
 
         for name in (CONFIG_FILE, ENCODER_FILE, DECODER_FILE, DECODER_WITH_PAST_FILE, TOKENIZER_FILE):
@@ -72,6 +74,7 @@ class WhisperOnnx:
         # What each decoder pass is fed besides its own graph's inputs: the merged session's choice of graph.
         self.first_pass_feeds: dict[str, np.ndarray] = {} if merged is None else {USE_CACHE_BRANCH: np.array([False])}
         self.step_feeds: dict[str, np.ndarray] = {} if merged is None else {USE_CACHE_BRANCH: np.array([True])}
+        self._first_pass_values = {name: OrtValue.ortvalue_from_numpy(value) for name, value in self.first_pass_feeds.items()}
         presents = [o.name for o in self.decoder.get_outputs() if o.name.startswith(PRESENT)]
         self.self_outputs = [n for n in presents if not is_cross_attention(n)]
         self.cross_outputs = [n for n in presents if is_cross_attention(n)]
@@ -112,7 +115,7 @@ class WhisperOnnx:
         from onnxruntime import OrtValue
 
         feeds = {INPUT_IDS: OrtValue.ortvalue_from_numpy(np.array(rows, dtype=np.int64)),
-                 ENCODER_HIDDEN_STATES: encoder_states, **self._first_pass_values()}
+                 ENCODER_HIDDEN_STATES: encoder_states, **self._first_pass_values}
         if self.has_logits_start:
             feeds[LOGITS_START] = OrtValue.ortvalue_from_numpy(np.array([first], dtype=np.int64))
         outputs = self.decoder.run_with_ort_values([LOGITS, *self.self_outputs, *self.cross_outputs], feeds)
@@ -127,14 +130,9 @@ class WhisperOnnx:
 
         ids = OrtValue.ortvalue_from_numpy(np.array([tokens], dtype=np.int64))
         logits, scores = self.decoder.run_with_ort_values(
-            [LOGITS, ALIGNMENT_OUTPUT], {INPUT_IDS: ids, ENCODER_HIDDEN_STATES: encoder_states, **self._first_pass_values()}
+            [LOGITS, ALIGNMENT_OUTPUT], {INPUT_IDS: ids, ENCODER_HIDDEN_STATES: encoder_states, **self._first_pass_values}
         )
         return logits.numpy()[0], scores.numpy()[0]
-
-    def _first_pass_values(self) -> dict:
-        from onnxruntime import OrtValue
-
-        return {name: OrtValue.ortvalue_from_numpy(value) for name, value in self.first_pass_feeds.items()}
 
 
 def window_states(encoder_states, index: int):
