@@ -31,8 +31,8 @@ DEFAULT_PARTS = {"dynamic": ("encoder", "decoder"), "static": ("encoder",)}
 
 # Dynamic mode's encoder MatMuls kept in float, per model (README, Quantization): an fc2 input (after GELU)
 # holds a few values far above its rms, so one uint8 scale for the whole tensor leaves the rest a handful of
-# levels. `--sensitivity` ranks base's layers.3/fc2 worst; its other fc2s cost base's batched long-form WER
-# most of a point more, at no measurable speed. Models not listed keep none.
+# levels. `--sensitivity` ranks base's layers.3/fc2 worst; quantizing its other fc2s still costs base's batched
+# long-form WER, and keeping them float costs no measurable speed (docs/measurements.md). Models not listed keep none.
 DYNAMIC_EXCLUDE = {"base": ("fc2",)}
 
 
